@@ -1,0 +1,173 @@
+//! The program: argv + stdin + environment in, stdout bytes + exit code out.
+//!
+//! [`run`] does all the work and returns an [`Outcome`]; [`main_entry`] is the only place that
+//! touches the real stdout, writing it once at the end, then prints the human error message as
+//! the last stderr line. Because argv, stdin and the environment are parameters, the whole
+//! program runs inside unit tests.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::config::{Config, Env};
+use crate::error::{exit_code, one_line};
+use crate::logging;
+use crate::one::output::ActionOutput;
+
+/// What the process should do on exit.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Bytes for stdout.
+    pub stdout: Vec<u8>,
+    /// The failure, if any.
+    pub error: Option<anyhow::Error>,
+    /// Wrap the error in the ≤ 6.0 markers.
+    pub error_markers: bool,
+    /// clap's own output (help, version, usage errors), printed as clap wants.
+    pub clap: Option<clap::Error>,
+}
+
+impl Outcome {
+    /// The process exit code.
+    pub fn code(&self) -> u8 {
+        if let Some(c) = &self.clap {
+            return if c.use_stderr() { 2 } else { 0 };
+        }
+        self.error.as_ref().map(exit_code).unwrap_or(0)
+    }
+
+    /// The final stderr text for the error (empty on success).
+    pub fn error_text(&self) -> String {
+        let Some(e) = &self.error else {
+            return String::new();
+        };
+        let msg = one_line(e);
+        if self.error_markers {
+            format!("ERROR MESSAGE --8<------\n{msg}\nERROR MESSAGE ------>8--\n")
+        } else {
+            format!("{msg}\n")
+        }
+    }
+}
+
+fn ok(out: ActionOutput) -> Outcome {
+    Outcome {
+        stdout: out.render(),
+        error: None,
+        error_markers: false,
+        clap: None,
+    }
+}
+
+fn err(e: anyhow::Error, markers: bool) -> Outcome {
+    Outcome {
+        stdout: Vec::new(),
+        error: Some(e),
+        error_markers: markers,
+        clap: None,
+    }
+}
+
+/// Runs one invocation.
+pub fn run(argv: Vec<OsString>, stdin: &mut dyn Read, env: &Env) -> Outcome {
+    let argv = match crate::cli::invocation_argv(argv) {
+        Ok(a) => a,
+        Err(e) => return err(e, false),
+    };
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(c) => c,
+        Err(e) => {
+            return Outcome {
+                stdout: Vec::new(),
+                error: None,
+                error_markers: false,
+                clap: Some(e),
+            }
+        }
+    };
+    match cli.command {
+        // decode needs no configuration: it must work on a machine where nothing is set up.
+        Command::Decode(a) => {
+            logging::init("warn", false);
+            match crate::actions::decode::run(&a, stdin) {
+                Ok(o) => ok(o),
+                Err(e) => err(e, false),
+            }
+        }
+        // The host agent runs on hosts, which have no frontend configuration.
+        Command::Host(cmd) => {
+            logging::init(env.get("BSUD_LOG").unwrap_or("info"), false);
+            logging::set_context(|c| c.action = format!("host {}", cmd.name()));
+            match crate::host::agent::run(cmd, stdin, env) {
+                Ok(o) => ok(o),
+                Err(e) => err(e, false),
+            }
+        }
+        other => {
+            let config = match Config::load(env) {
+                Ok(c) => c,
+                Err(e) => {
+                    logging::init("info", false);
+                    return err(e, false);
+                }
+            };
+            logging::init(&config.log_level, config.journald);
+            let markers = config.error_markers;
+            let ctx = crate::actions::Ctx::new(config, env.clone());
+            let res = match other {
+                Command::Ds(a) => {
+                    let (name, args) = a.parts();
+                    logging::set_context(|c| c.action = name.to_string());
+                    crate::actions::ds::run(&ctx, name, args, stdin)
+                }
+                Command::Tm(a) => {
+                    let (name, args) = a.parts();
+                    logging::set_context(|c| c.action = name.to_string());
+                    crate::actions::tm::run(&ctx, name, args, stdin)
+                }
+                Command::Drive(cmd) => crate::drive::cli::run_drive(&ctx, cmd),
+                Command::Cloud(cmd) => crate::drive::cli::run_cloud(&ctx, cmd),
+                Command::Decode(_) | Command::Host(_) => unreachable!("handled above"),
+            };
+            match res {
+                Ok(o) => ok(o),
+                Err(e) => {
+                    tracing::debug!("failed: {e:?}");
+                    err(e, markers)
+                }
+            }
+        }
+    }
+}
+
+/// The real process entry: argv, stdin and environment of this process; writes stdout once.
+pub fn main_entry() -> ExitCode {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let env = Env::from_process();
+    let stdin = std::io::stdin();
+    let mut lock = stdin.lock();
+    let outcome = run(argv, &mut lock, &env);
+    if let Some(c) = &outcome.clap {
+        let _ = c.print();
+        return ExitCode::from(outcome.code());
+    }
+    if !outcome.stdout.is_empty() {
+        let mut out = std::io::stdout().lock();
+        if out
+            .write_all(&outcome.stdout)
+            .and_then(|_| out.flush())
+            .is_err()
+        {
+            let _ = writeln!(std::io::stderr(), "cannot write the result on stdout");
+            return ExitCode::from(1);
+        }
+    }
+    let text = outcome.error_text();
+    if !text.is_empty() {
+        let _ = std::io::stderr().write_all(text.as_bytes());
+    }
+    ExitCode::from(outcome.code())
+}

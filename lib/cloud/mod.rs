@@ -1,0 +1,1 @@
+//! The cloud seam: a small trait in our own verbs, implemented over `outscale_api`.

@@ -1,0 +1,1 @@
+//! Typed LVM commands and their JSON reports.

@@ -1,0 +1,3 @@
+//! The testbed: a simulated Outscale cloud (`bsud-sim`) and simulated hosts with real LVM.
+
+pub mod cli;

@@ -1,0 +1,1 @@
+//! The host-to-host data stream: framed, sparse, checksummed, optionally compressed.
