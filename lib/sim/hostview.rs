@@ -1,0 +1,1 @@
+//! A simulated host's view: its root directory, private LVM configuration, device links.
