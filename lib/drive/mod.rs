@@ -1,4 +1,6 @@
 //! Drives: one LVM volume group per (datastore, host) made of BSU volumes, grown and shrunk by
-//! the driver.
+//! the driver (DESIGN.md §3–§4).
 
 pub mod cli;
+pub mod naming;
+pub mod policy;
