@@ -2,5 +2,6 @@
 //! the driver (DESIGN.md §3–§4).
 
 pub mod cli;
+pub mod engine;
 pub mod naming;
 pub mod policy;
