@@ -158,8 +158,12 @@ pub fn decode_message(bytes: &[u8]) -> anyhow::Result<String> {
             )
         })?
     };
-    let text = String::from_utf8(raw)
-        .map_err(|_| fail(ErrorKind::BadInput, "driver message is not UTF-8 text"))?;
+    let text = String::from_utf8(raw).map_err(|_| {
+        fail(
+            ErrorKind::BadInput,
+            "driver message is neither XML nor base64 of XML: it decodes to binary data",
+        )
+    })?;
     if !text.trim_start().starts_with('<') {
         return Err(fail(
             ErrorKind::BadInput,
