@@ -190,6 +190,27 @@ impl TmAction {
     }
 }
 
+/// Every command path (`[]`, `["ds"]`, `["ds", "cp"]`, …) with its one-line description, so
+/// tests can check that each `--help` says what the command does.
+pub fn command_descriptions() -> Vec<(Vec<String>, String)> {
+    fn walk(cmd: &clap::Command, prefix: Vec<String>, out: &mut Vec<(Vec<String>, String)>) {
+        let about = cmd.get_about().map(|a| a.to_string()).unwrap_or_default();
+        out.push((prefix.clone(), about));
+        for sub in cmd.get_subcommands() {
+            let mut p = prefix.clone();
+            p.push(sub.get_name().to_string());
+            walk(sub, p, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(
+        &<Cli as clap::CommandFactory>::command(),
+        Vec::new(),
+        &mut out,
+    );
+    out
+}
+
 /// The hidden first argument the action entries pass: `one-bsud --invoked-as "$0" "$@"`.
 pub const INVOKED_AS: &str = "--invoked-as";
 

@@ -20,24 +20,25 @@ use crate::one::xml::Element;
 
 /// Runs `decode`.
 pub fn run(args: &DecodeArgs, stdin: &mut dyn Read) -> anyhow::Result<ActionOutput> {
-    let raw =
-        match args.input.as_deref() {
-            None | Some("-") => read_limited(stdin)?,
-            Some(s) if Path::new(s).is_file() => {
-                let mut f = std::fs::File::open(s)
-                    .map_err(|e| fail(ErrorKind::BadInput, format!("cannot open {s}: {e}")))?;
-                read_limited(&mut f)?
-            }
-            // Base64 of an XML document starts with `P` (`<`) or `I`/`C`/`D` (whitespace), never
-            // with `/` or `.`: such an argument is a file name that does not exist.
-            Some(s) if s.starts_with('/') || s.starts_with('.') => return Err(fail(
+    let raw = match args.input.as_deref() {
+        None | Some("-") => read_limited(stdin)?,
+        Some(s) if Path::new(s).is_file() => {
+            let mut f = std::fs::File::open(s)
+                .map_err(|e| fail(ErrorKind::BadInput, format!("cannot open {s}: {e}")))?;
+            read_limited(&mut f)?
+        }
+        // Base64 of an XML document starts with `P` (`<`) or `I`/`C`/`D` (whitespace), never
+        // with `/` or `.`: such an argument is a file name that does not exist.
+        Some(s) if s.starts_with('/') || s.starts_with('.') => {
+            return Err(fail(
                 ErrorKind::BadInput,
                 format!(
                     "{s}: no such file (give a file, a base64 or XML message, or `-` for stdin)"
                 ),
-            )),
-            Some(s) => s.as_bytes().to_vec(),
-        };
+            ))
+        }
+        Some(s) => s.as_bytes().to_vec(),
+    };
     let xml = decode_message(&raw)?;
     let root = Element::parse(&xml)?;
     let json = match root.name.as_str() {

@@ -145,6 +145,23 @@ pub fn decode_message(bytes: &[u8]) -> anyhow::Result<String> {
     let raw = if trimmed[0] == b'<' {
         bytes.to_vec()
     } else {
+        // Named here rather than by the decoder, which reports symbols as numbers.
+        let stray = bytes.iter().enumerate().find(|(_, b)| {
+            !(b.is_ascii_alphanumeric()
+                || b.is_ascii_whitespace()
+                || matches!(b, b'+' | b'/' | b'='))
+        });
+        if let Some((at, &b)) = stray {
+            let what = if b.is_ascii() {
+                format!("{:?}", char::from(b))
+            } else {
+                format!("byte 0x{b:02x}")
+            };
+            return Err(fail(
+                ErrorKind::BadInput,
+                format!("driver message is not valid base64: {what} at offset {at}"),
+            ));
+        }
         let engine = base64::engine::GeneralPurpose::new(
             &base64::alphabet::STANDARD,
             base64::engine::GeneralPurposeConfig::new()

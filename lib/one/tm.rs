@@ -519,9 +519,9 @@ impl TmArgs {
                     crate::exec::ssh::validate_host(h)
                         .map_err(|_| bad(format!("{action}: invalid host name {h:?}")))?;
                 }
-                let raw = super::input::read_limited(stdin)?;
-                let xml = super::input::decode_message(&raw)
-                    .map_err(|e| bad(format!("{action}: the VM on stdin: {e:#}")))?;
+                let on_stdin = |e: anyhow::Error| bad(format!("{action}: the VM on stdin: {e:#}"));
+                let raw = super::input::read_limited(stdin).map_err(on_stdin)?;
+                let xml = super::input::decode_message(&raw).map_err(on_stdin)?;
                 let m = MigrateArgs {
                     src_host: a[0].clone(),
                     dst_host: a[1].clone(),
@@ -529,7 +529,7 @@ impl TmArgs {
                     vm_id: vm(&a[3])?,
                     ds_id: ds(&a[4])?,
                     caller_tm: a.get(5).map(|t| tm_name_arg(t, action)).transpose()?,
-                    vm: VmXml::from_xml(&xml)?,
+                    vm: VmXml::from_xml(&xml).map_err(on_stdin)?,
                 };
                 match action {
                     "premigrate" => TmArgs::Premigrate(m),
@@ -606,9 +606,11 @@ impl HostPath {
                         && ![vg, lv]
                             .iter()
                             .any(|n| n.starts_with('-') || *n == "." || *n == "..") => {}
-                _ => return Err(bad(format!(
+                _ => {
+                    return Err(bad(format!(
                     "source {arg:?}: the path must be absolute or <volume group>/<logical volume>"
-                ))),
+                )))
+                }
             }
             path.to_string()
         };
