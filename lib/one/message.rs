@@ -174,16 +174,7 @@ pub struct Marketplace {
 impl DsMessage {
     /// Parses the decoded XML document.
     pub fn from_xml(xml: &str) -> anyhow::Result<DsMessage> {
-        let root = Element::parse(xml)?;
-        if root.name != "DS_DRIVER_ACTION_DATA" {
-            return Err(fail(
-                ErrorKind::BadInput,
-                format!(
-                    "driver message has root element <{}>, expected <DS_DRIVER_ACTION_DATA>",
-                    root.name
-                ),
-            ));
-        }
+        let root = Element::parse_document(xml, "DS_DRIVER_ACTION_DATA", "driver message")?;
         let ds = root.child("DATASTORE").ok_or_else(|| {
             fail(
                 ErrorKind::BadInput,
@@ -339,17 +330,11 @@ impl Image {
 impl Datastore {
     /// Parses a `<DATASTORE>` document, as `onedatastore show -x` prints it.
     pub fn from_xml(xml: &str) -> anyhow::Result<Datastore> {
-        let root = Element::parse(xml)?;
-        if root.name != "DATASTORE" {
-            return Err(fail(
-                ErrorKind::BadInput,
-                format!(
-                    "datastore document has root element <{}>, expected <DATASTORE>",
-                    root.name
-                ),
-            ));
-        }
-        Datastore::from_element(&root)
+        Datastore::from_element(&Element::parse_document(
+            xml,
+            "DATASTORE",
+            "datastore document",
+        )?)
     }
 
     fn from_element(e: &Element) -> anyhow::Result<Datastore> {

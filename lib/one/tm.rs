@@ -3,7 +3,9 @@
 //! oned passes positional arguments only (each shell-escaped by one_tm, so they arrive intact);
 //! stdin is empty except for pre/post/failmigrate (base64 VM XML). Every action is validated
 //! here, before anything is touched: argument counts, `host:path` shapes, numeric ids and sizes,
-//! `disk.N` names. Paths are normalised (`//` collapsed, no `..`).
+//! `disk.N` names. Paths are normalised (`//` collapsed) and limited to the characters
+//! OpenNebula's own paths use, `[A-Za-z0-9._+/@-]`, without `..`: nothing that a shell or ssh
+//! could ever read as syntax gets past this module.
 
 use std::ffi::OsString;
 use std::io::Read;
