@@ -241,5 +241,17 @@ mod tests {
         assert!(err(&["5"], b"").contains("empty"));
         let big = vec![b'A'; MAX_MESSAGE_BYTES + 10];
         assert!(err(&["5"], &big).contains("larger than"));
+        assert!(err(&["-", "5"], &big).contains("larger than"));
+        // Linux caps one argv string at 128 KiB, but the rule does not depend on it.
+        let big = String::from_utf8(big).unwrap();
+        assert!(err(&[&big, "5"], b"").contains("larger than"));
+        assert_eq!(
+            err(&["5"], b"PERT\n X0RS\x01"),
+            "driver message is not valid base64: '\\u{1}' at offset 10"
+        );
+        assert_eq!(
+            err(&["5"], "PERT\u{e9}".as_bytes()),
+            "driver message is not valid base64: byte 0xc3 at offset 4"
+        );
     }
 }
