@@ -22,9 +22,7 @@ use serde_json::Value;
 
 use super::clock::iso8601;
 use super::errors::ApiError;
-use super::state::{
-    Link, LinkState, Phase, Store, Volume, MAX_VOLUMES_PER_VM, ROOT_DEVICE,
-};
+use super::state::{Link, LinkState, Phase, Store, Volume, MAX_VOLUMES_PER_VM, ROOT_DEVICE};
 
 /// The calls this simulator answers.
 pub const CALLS: &[&str] = &[
@@ -85,7 +83,9 @@ pub fn body_json(body: &[u8]) -> Result<Value, ApiError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Null) => Ok(Value::Object(Default::default())),
         Ok(v @ Value::Object(_)) => Ok(v),
-        Ok(_) => Err(ApiError::invalid_value("the request body must be a JSON object")),
+        Ok(_) => Err(ApiError::invalid_value(
+            "the request body must be a JSON object",
+        )),
         Err(e) => Err(ApiError::invalid_value(format!(
             "the request body is not valid JSON: {e}"
         ))),
@@ -122,7 +122,10 @@ fn is_id(id: &str, prefix: &str) -> bool {
     id.strip_prefix(prefix)
         .and_then(|r| r.strip_prefix('-'))
         .is_some_and(|hex| {
-            hex.len() == 8 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            hex.len() == 8
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         })
 }
 
@@ -191,7 +194,9 @@ fn tag_pairs(filter: &Option<Vec<String>>) -> Result<Option<Vec<(String, String)
             t.split_once('=')
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .ok_or_else(|| {
-                    ApiError::invalid_value(format!("tag filter '{t}' is not of the form KEY=VALUE"))
+                    ApiError::invalid_value(format!(
+                        "tag filter '{t}' is not of the form KEY=VALUE"
+                    ))
                 })
         })
         .collect::<Result<Vec<_>, _>>()
@@ -239,7 +244,11 @@ fn paginate<T>(
     }
     let total = items.len();
     let end = start.saturating_add(per_page as usize);
-    let page = items.into_iter().skip(start).take(per_page as usize).collect();
+    let page = items
+        .into_iter()
+        .skip(start)
+        .take(per_page as usize)
+        .collect();
     let next = (end < total).then(|| format!("{PAGE_PREFIX}{end}"));
     Ok((page, next))
 }
@@ -437,12 +446,13 @@ fn read_volumes(store: &mut Store, r: ReadVolumesReq) -> Result<Value, ApiError>
     no_dry_run(r.dry_run)?;
     let f = r.filters.unwrap_or_default();
     let pairs = tag_pairs(&f.tags)?;
-    let link_field = |v: &Volume, get: &dyn Fn(&Link) -> String, filter: &Option<Vec<String>>| {
-        match filter {
-            Some(list) if !list.is_empty() => v.link.as_ref().is_some_and(|l| list.contains(&get(l))),
+    let link_field =
+        |v: &Volume, get: &dyn Fn(&Link) -> String, filter: &Option<Vec<String>>| match filter {
+            Some(list) if !list.is_empty() => {
+                v.link.as_ref().is_some_and(|l| list.contains(&get(l)))
+            }
             _ => true,
-        }
-    };
+        };
     let mut found: Vec<&Volume> = store
         .state
         .volumes
@@ -460,7 +470,9 @@ fn read_volumes(store: &mut Store, r: ReadVolumesReq) -> Result<Value, ApiError>
                 && link_field(v, &|l| l.device.clone(), &f.link_volume_device_names)
                 && link_field(v, &|l| l.state.as_str().into(), &f.link_volume_link_states)
                 && f.link_volume_delete_on_vm_deletion.is_none_or(|d| {
-                    v.link.as_ref().is_some_and(|l| l.delete_on_vm_deletion == d)
+                    v.link
+                        .as_ref()
+                        .is_some_and(|l| l.delete_on_vm_deletion == d)
                 })
         })
         .collect();
@@ -959,12 +971,27 @@ mod tests {
 
     #[test]
     fn device_names() {
-        for ok in ["/dev/xvdb", "/dev/xvdz", "/dev/xvdba", "/dev/sdc", "/dev/sdzz", "/dev/xvdaa"] {
+        for ok in [
+            "/dev/xvdb",
+            "/dev/xvdz",
+            "/dev/xvdba",
+            "/dev/sdc",
+            "/dev/sdzz",
+            "/dev/xvdaa",
+        ] {
             assert!(valid_device(ok), "{ok}");
         }
         for bad in [
-            "/dev/xvda", "/dev/sda", "/dev/sda1", "/dev/sdaa", "/dev/xvdB", "/dev/xvdbbb",
-            "xvdb", "/dev/vdb", "/dev/xvd", "/dev/sdb1",
+            "/dev/xvda",
+            "/dev/sda",
+            "/dev/sda1",
+            "/dev/sdaa",
+            "/dev/xvdB",
+            "/dev/xvdbbb",
+            "xvdb",
+            "/dev/vdb",
+            "/dev/xvd",
+            "/dev/sdb1",
         ] {
             assert!(!valid_device(bad), "{bad}");
         }
@@ -999,7 +1026,10 @@ mod tests {
         )
         .unwrap();
         let v = &s.state.volumes[&id];
-        assert_eq!((v.size_gib, v.iops, v.state_str()), (10, Some(3000), "creating"));
+        assert_eq!(
+            (v.size_gib, v.iops, v.state_str()),
+            (10, Some(3000), "creating")
+        );
         assert!(s.volume_file(&id).exists());
         let std = create(&mut s, json!({"SubregionName": sr, "Size": 1})).unwrap();
         assert_eq!(s.state.volumes[&std].volume_type, "standard");
@@ -1037,7 +1067,12 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!((e.status, e.kind.as_str()), (400, "InvalidParameter"));
-        let e = call(&mut s, "ReadVolumes", json!({"Filters": {"Tags": ["novalue"]}})).unwrap_err();
+        let e = call(
+            &mut s,
+            "ReadVolumes",
+            json!({"Filters": {"Tags": ["novalue"]}}),
+        )
+        .unwrap_err();
         assert_eq!(e.status, 400);
         let e = call(&mut s, "RebootVms", json!({})).unwrap_err();
         assert!(e.details.contains("RebootVms"));
@@ -1136,7 +1171,12 @@ mod tests {
         .unwrap();
         let e = call(&mut s, "UnlinkVolume", json!({"VolumeId": vol})).unwrap_err();
         assert!(e.details.contains("attaching"), "{e}");
-        call(&mut s, "UnlinkVolume", json!({"VolumeId": vol, "ForceUnlink": true})).unwrap();
+        call(
+            &mut s,
+            "UnlinkVolume",
+            json!({"VolumeId": vol, "ForceUnlink": true}),
+        )
+        .unwrap();
         let l = s.state.volumes[&vol].link.clone().unwrap();
         assert_eq!((l.state, l.forced), (LinkState::Detaching, true));
     }

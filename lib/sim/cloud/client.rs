@@ -19,7 +19,9 @@ use serde_json::{json, Value};
 
 use super::faults::FaultRule;
 use super::server::{Stats, VmInfo};
-use super::state::{DelayUpdate, Delays, Key, DEFAULT_ACCESS_KEY, DEFAULT_REGION, DEFAULT_SECRET_KEY};
+use super::state::{
+    DelayUpdate, Delays, Key, DEFAULT_ACCESS_KEY, DEFAULT_REGION, DEFAULT_SECRET_KEY,
+};
 use crate::exec::{self, Cmd, Pipe};
 use crate::wait::{self, Poll, Wait};
 
@@ -157,7 +159,12 @@ impl SimClient {
 
     /// Registers a VM (`root`: the simulated host's directory, `None` for an API-only VM);
     /// returns its VmId. Idempotent by name.
-    pub fn add_vm(&self, name: &str, subregion: &str, root: Option<&Path>) -> anyhow::Result<String> {
+    pub fn add_vm(
+        &self,
+        name: &str,
+        subregion: &str,
+        root: Option<&Path>,
+    ) -> anyhow::Result<String> {
         let v: Value = self.send(
             reqwest::Method::POST,
             "/_sim/vms",

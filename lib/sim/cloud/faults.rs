@@ -360,14 +360,8 @@ mod tests {
             {"kind":"throttle","call":"*","nth":1,"count":2}
         ]));
         let b = json!({});
-        assert_eq!(
-            on_call(&mut r, "LinkVolume", &b).unwrap().error.status,
-            429
-        );
-        assert_eq!(
-            on_call(&mut r, "LinkVolume", &b).unwrap().error.status,
-            400
-        );
+        assert_eq!(on_call(&mut r, "LinkVolume", &b).unwrap().error.status, 429);
+        assert_eq!(on_call(&mut r, "LinkVolume", &b).unwrap().error.status, 400);
         assert_eq!(r[0].seen, 2);
         assert_eq!(r[1].seen, 2);
     }

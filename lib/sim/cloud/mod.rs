@@ -92,11 +92,26 @@ use state::{DelayUpdate, Key, Store, DEFAULT_REGION};
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Without any --access-key ever given, the keys AKSIM / SKSIM are accepted.
-Admin API (no authentication, loopback only): POST/GET /_sim/vms, POST/GET/DELETE /_sim/faults,
-POST/GET /_sim/delays, GET/DELETE /_sim/stats, GET /_sim/state, POST /_sim/shutdown.
-Metadata of a VM: http://ADDR/_meta/<VmId>/latest/meta-data/{instance-id,placement/availability-zone}.
-Example: bsud-sim serve --listen 127.0.0.1:3000 --state /tmp/sim
-         then point the driver at http://127.0.0.1:3000/api/v1 with AKSIM/SKSIM.")]
+
+Admin API (no authentication, loopback only):
+  POST /_sim/vms {\"name\",\"subregion\",\"root\":DIR|null} -> {\"VmId\"};  GET /_sim/vms
+  POST /_sim/faults {\"rules\":[RULE...]};  GET, DELETE /_sim/faults
+  POST /_sim/delays {\"create_ms\",\"attach_ms\",\"detach_ms\",\"delete_ms\"};  GET /_sim/delays
+  GET, DELETE /_sim/stats;  GET /_sim/state;  POST /_sim/shutdown
+RULE is one of:
+  {\"kind\":\"fail\",\"call\":\"CreateVolume\"|\"*\",\"nth\":1,\"count\":1,\"status\":500,
+   \"code\":\"2000\",\"type\":\"InternalError\",\"details\":\"..\",\"apply\":false}
+  {\"kind\":\"throttle\",\"call\":\"*\",\"nth\":1,\"count\":1,\"scope\":\"account\"|\"call\"|\"platform\"}
+  {\"kind\":\"stall\",\"transition\":\"create\"|\"attach\"|\"detach\"|\"delete\"}
+  {\"kind\":\"no_device\"}
+  each optionally restricted with \"volume\":\"vol-..\" and/or \"vm\":\"i-..\".
+
+VM metadata: http://ADDR/_meta/<VmId>/latest/meta-data/instance-id (and
+placement/availability-zone).
+
+Example:
+  bsud-sim serve --listen 127.0.0.1:3000 --state /tmp/sim
+  then point the driver at http://127.0.0.1:3000/api/v1 with AKSIM / SKSIM.")]
 pub struct ServeArgs {
     /// Address to listen on, IP:PORT; loopback only (the admin API has no authentication).
     /// Port 0 picks a free port (see --port-file). Default: the address of the previous run
@@ -151,7 +166,11 @@ fn apply_args(store: &mut Store, a: &ServeArgs) -> anyhow::Result<()> {
             a.secret_keys.len()
         )));
     }
-    if a.access_keys.iter().chain(&a.secret_keys).any(|k| k.is_empty()) {
+    if a.access_keys
+        .iter()
+        .chain(&a.secret_keys)
+        .any(|k| k.is_empty())
+    {
         return Err(bad("access and secret keys must not be empty"));
     }
     let st = &mut store.state;
@@ -169,11 +188,12 @@ fn apply_args(store: &mut Store, a: &ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(r) = &a.region {
         let valid = !r.is_empty()
-            && r
-                .bytes()
+            && r.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !valid {
-            return Err(bad(format!("region '{r}' must be lowercase letters, digits and '-'")));
+            return Err(bad(format!(
+                "region '{r}' must be lowercase letters, digits and '-'"
+            )));
         }
         if *r != st.region {
             if !st.vms.is_empty() || !st.volumes.is_empty() {
@@ -300,8 +320,20 @@ mod tests {
         let mut s = Store::open(dir.path(), DEFAULT_REGION).unwrap();
         assert_eq!(s.state.secret_of("AKSIM"), Some("SKSIM"));
         let a = args(&[
-            "--state", "x", "--access-key", "A1", "--secret-key", "S1", "--access-key", "A2",
-            "--secret-key", "S2", "--attach-delay-ms", "7", "--region", "us-east-2",
+            "--state",
+            "x",
+            "--access-key",
+            "A1",
+            "--secret-key",
+            "S1",
+            "--access-key",
+            "A2",
+            "--secret-key",
+            "S2",
+            "--attach-delay-ms",
+            "7",
+            "--region",
+            "us-east-2",
         ]);
         apply_args(&mut s, &a).unwrap();
         assert_eq!(s.state.secret_of("A2"), Some("S2"));
@@ -316,12 +348,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(dir.path(), DEFAULT_REGION).unwrap();
         let a = args(&["--state", "x", "--access-key", "A1"]);
-        assert_eq!(crate::error::exit_code(&apply_args(&mut s, &a).unwrap_err()), 2);
+        assert_eq!(
+            crate::error::exit_code(&apply_args(&mut s, &a).unwrap_err()),
+            2
+        );
         s.state.add_vm("h", "eu-west-2a", None, 0);
         let a = args(&["--state", "x", "--region", "us-east-2"]);
         assert!(apply_args(&mut s, &a).is_err());
-        let e = serve(args(&["--state", dir.path().to_str().unwrap(), "--listen", "0.0.0.0:0"]))
-            .unwrap_err();
+        let e = serve(args(&[
+            "--state",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "0.0.0.0:0",
+        ]))
+        .unwrap_err();
         assert!(e.to_string().contains("loopback"), "{e}");
     }
 }

@@ -206,10 +206,7 @@ async fn api_call(
     match outcome {
         Ok(mut v) => {
             if let Value::Object(o) = &mut v {
-                o.insert(
-                    "ResponseContext".into(),
-                    json!({ "RequestId": request_id }),
-                );
+                o.insert("ResponseContext".into(), json!({ "RequestId": request_id }));
             }
             tracing::debug!("{call}: ok");
             (StatusCode::OK, Json(v)).into_response()
@@ -357,10 +354,16 @@ fn finish_effect(sh: &Shared, e: &Effect, res: anyhow::Result<()>) {
         }
         Err(err) => {
             let what = match e {
-                Effect::Attach { vm_id, device, .. } => format!("attaching {id} to {vm_id} as {device}"),
-                Effect::Detach { vm_id, device, .. } => format!("detaching {id} from {vm_id} ({device})"),
+                Effect::Attach { vm_id, device, .. } => {
+                    format!("attaching {id} to {vm_id} as {device}")
+                }
+                Effect::Detach { vm_id, device, .. } => {
+                    format!("detaching {id} from {vm_id} ({device})")
+                }
             };
-            tracing::warn!("{what} on the simulated host failed (retrying in {EFFECT_RETRY_MS} ms): {err:#}");
+            tracing::warn!(
+                "{what} on the simulated host failed (retrying in {EFFECT_RETRY_MS} ms): {err:#}"
+            );
             sim.retry_at.insert(id, now_ms() + EFFECT_RETRY_MS);
         }
     }
@@ -391,7 +394,8 @@ fn metadata_answer(sh: &Shared, vm_id: &str, path: &str) -> Response {
             .state
             .links_of(vm_id)
             .filter(|(_, l)| {
-                l.state == super::state::LinkState::Attached && l.device != super::state::ROOT_DEVICE
+                l.state == super::state::LinkState::Attached
+                    && l.device != super::state::ROOT_DEVICE
             })
             .map(|(_, l)| (l.linked_ms, l.device.clone()))
             .collect();
@@ -430,9 +434,8 @@ fn admin_error(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, Json(json!({ "error": msg.into() }))).into_response()
 }
 
-fn parse_admin<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
-    serde_json::from_slice(body)
-        .map_err(|e| admin_error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
+fn parse_admin<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("bad request body: {e}"))
 }
 
 /// `POST /_sim/vms` body.
@@ -467,7 +470,7 @@ pub struct VmInfo {
 async fn add_vm(AxState(sh): AxState<Arc<Shared>>, body: Bytes) -> Response {
     let req: AddVm = match parse_admin(&body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(msg) => return admin_error(StatusCode::BAD_REQUEST, msg),
     };
     let name_ok = !req.name.is_empty()
         && req
@@ -477,7 +480,10 @@ async fn add_vm(AxState(sh): AxState<Arc<Shared>>, body: Bytes) -> Response {
     if !name_ok {
         return admin_error(
             StatusCode::BAD_REQUEST,
-            format!("VM name '{}' must be letters, digits, '.', '_' or '-'", req.name),
+            format!(
+                "VM name '{}' must be letters, digits, '.', '_' or '-'",
+                req.name
+            ),
         );
     }
     if req.root.as_ref().is_some_and(|r| !r.is_absolute()) {
@@ -544,7 +550,7 @@ pub struct FaultSet {
 async fn set_faults(AxState(sh): AxState<Arc<Shared>>, body: Bytes) -> Response {
     let req: FaultSet = match parse_admin(&body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(msg) => return admin_error(StatusCode::BAD_REQUEST, msg),
     };
     if let Err(e) = faults::validate(&req.rules) {
         return admin_error(StatusCode::BAD_REQUEST, e);
@@ -581,7 +587,7 @@ async fn clear_faults(AxState(sh): AxState<Arc<Shared>>) -> Response {
 async fn set_delays(AxState(sh): AxState<Arc<Shared>>, body: Bytes) -> Response {
     let req: DelayUpdate = match parse_admin(&body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(msg) => return admin_error(StatusCode::BAD_REQUEST, msg),
     };
     let mut sim = sh.settled();
     sim.store.state.delays.update(&req);

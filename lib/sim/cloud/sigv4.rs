@@ -174,7 +174,9 @@ fn header_value(headers: &HeaderMap, name: &str) -> Result<String, String> {
         })
         .collect();
     if values.is_empty() {
-        return Err(format!("signed header '{name}' is missing from the request"));
+        return Err(format!(
+            "signed header '{name}' is missing from the request"
+        ));
     }
     Ok(values.join(","))
 }
@@ -272,12 +274,14 @@ pub fn verify(
     for part in [a.region, a.service, "aws4_request"] {
         key = hmac(&key, part.as_bytes());
     }
-    let given = hex::decode(a.signature)
-        .map_err(|_| ApiError::auth("the Signature is not hexadecimal"))?;
+    let given =
+        hex::decode(a.signature).map_err(|_| ApiError::auth("the Signature is not hexadecimal"))?;
     let mut m = HmacSha256::new_from_slice(&key).expect("HMAC takes keys of any length");
     m.update(to_sign.as_bytes());
     m.verify_slice(&given).map_err(|_| {
-        ApiError::auth("the request signature does not match (wrong secret key, or the request was altered)")
+        ApiError::auth(
+            "the request signature does not match (wrong secret key, or the request was altered)",
+        )
     })?;
     Ok(a.access_key.to_string())
 }
@@ -331,12 +335,14 @@ mod tests {
     #[test]
     fn sdk_signature_verifies() {
         let body = r#"{"SubregionName":"eu-west-2a","Size":1}"#;
-        let h = signed("http://127.0.0.1:4567/api/v1/CreateVolume", body, "AK1", "SK1");
-        let now = clock::now_ms();
-        assert_eq!(
-            check(&h, "/api/v1/CreateVolume", body, now).unwrap(),
-            "AK1"
+        let h = signed(
+            "http://127.0.0.1:4567/api/v1/CreateVolume",
+            body,
+            "AK1",
+            "SK1",
         );
+        let now = clock::now_ms();
+        assert_eq!(check(&h, "/api/v1/CreateVolume", body, now).unwrap(), "AK1");
     }
 
     #[test]
@@ -345,15 +351,30 @@ mod tests {
         let url = "http://127.0.0.1:4567/api/v1/DeleteVolume";
         let now = clock::now_ms();
         let h = signed(url, body, "AK1", "SK1");
-        let e = check(&h, "/api/v1/DeleteVolume", r#"{"VolumeId":"vol-00000002"}"#, now);
+        let e = check(
+            &h,
+            "/api/v1/DeleteVolume",
+            r#"{"VolumeId":"vol-00000002"}"#,
+            now,
+        );
         assert_eq!(e.unwrap_err().status, 401);
         let e = check(&h, "/api/v1/ReadVolumes", body, now).unwrap_err();
         assert!(e.details.contains("does not match"), "{e}");
-        let e = check(&signed(url, body, "AK1", "nope"), "/api/v1/DeleteVolume", body, now)
-            .unwrap_err();
+        let e = check(
+            &signed(url, body, "AK1", "nope"),
+            "/api/v1/DeleteVolume",
+            body,
+            now,
+        )
+        .unwrap_err();
         assert!(e.details.contains("signature"), "{e}");
-        let e = check(&signed(url, body, "AK2", "SK1"), "/api/v1/DeleteVolume", body, now)
-            .unwrap_err();
+        let e = check(
+            &signed(url, body, "AK2", "SK1"),
+            "/api/v1/DeleteVolume",
+            body,
+            now,
+        )
+        .unwrap_err();
         assert!(e.details.contains("unknown access key 'AK2'"), "{e}");
         let mut other_host = h.clone();
         other_host.insert("host", HeaderValue::from_static("127.0.0.1:9999"));

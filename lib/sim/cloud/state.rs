@@ -468,24 +468,20 @@ impl State {
                         }
                     }
                 }
-                LinkState::Detaching if link.forced || !hold_detach => {
-                    match host_root {
-                        Some(host_root) if link.host_attached => {
-                            out.effects.push(Effect::Detach {
-                                volume_id: id.clone(),
-                                vm_id: link.vm_id.clone(),
-                                device: link.device.clone(),
-                                host_root,
-                            })
+                LinkState::Detaching if link.forced || !hold_detach => match host_root {
+                    Some(host_root) if link.host_attached => out.effects.push(Effect::Detach {
+                        volume_id: id.clone(),
+                        vm_id: link.vm_id.clone(),
+                        device: link.device.clone(),
+                        host_root,
+                    }),
+                    _ => {
+                        if let Some(v) = self.volumes.get_mut(&id) {
+                            v.link = None;
                         }
-                        _ => {
-                            if let Some(v) = self.volumes.get_mut(&id) {
-                                v.link = None;
-                            }
-                            out.changed = true;
-                        }
+                        out.changed = true;
                     }
-                }
+                },
                 _ => {}
             }
         }
