@@ -427,68 +427,74 @@ fn sim_read_volumes_filters() {
     tag(&cfg, &b, "osc.bsud.drive-name", "h1:vg-one-101");
     tag(&cfg, &c, "other", "h1:vg-one-100");
     link(&cfg, &b, &vm, "/dev/xvdc").unwrap();
-    let f = |f: FiltersVolume| ids(&read_filtered(&cfg, f));
-    let sorted = |mut v: Vec<String>| {
-        v.sort();
-        v
-    };
-    assert_eq!(
-        f(FiltersVolume {
-            tags: Some(vec!["osc.bsud.drive-name=h1:vg-one-100".into()]),
-            ..Default::default()
-        }),
-        vec![a.clone()]
-    );
-    assert_eq!(
-        f(FiltersVolume {
-            tag_keys: Some(vec!["osc.bsud.drive-name".into()]),
-            ..Default::default()
-        }),
-        sorted(vec![a.clone(), b.clone()])
-    );
-    assert_eq!(
-        f(FiltersVolume {
-            tag_values: Some(vec!["h1:vg-one-100".into()]),
-            ..Default::default()
-        }),
-        sorted(vec![a.clone(), c.clone()])
-    );
-    assert_eq!(
-        f(FiltersVolume {
-            client_tokens: Some(vec!["tok-f".into()]),
-            ..Default::default()
-        }),
-        vec![tokened.clone()]
-    );
-    assert_eq!(
-        f(FiltersVolume {
-            link_volume_vm_ids: Some(vec![vm.clone()]),
-            ..Default::default()
-        }),
-        sorted(vec![root.clone(), b.clone()])
-    );
-    assert_eq!(
-        f(FiltersVolume {
-            volume_states: Some(vec!["in-use".into()]),
-            tag_keys: Some(vec!["osc.bsud.drive-name".into()]),
-            ..Default::default()
-        }),
-        vec![b.clone()]
-    );
-    assert_eq!(
-        f(FiltersVolume {
-            volume_states: Some(vec!["available".into()]),
-            ..Default::default()
-        }),
-        sorted(vec![a.clone(), c.clone(), tokened.clone()])
-    );
-    assert_eq!(
-        f(FiltersVolume {
-            link_volume_device_names: Some(vec!["/dev/xvdc".into()]),
-            ..Default::default()
-        }),
-        vec![b.clone()]
-    );
+    let cases: Vec<(FiltersVolume, Vec<&String>)> = vec![
+        (
+            FiltersVolume {
+                tags: Some(vec!["osc.bsud.drive-name=h1:vg-one-100".into()]),
+                ..Default::default()
+            },
+            vec![&a],
+        ),
+        (
+            FiltersVolume {
+                tag_keys: Some(vec!["osc.bsud.drive-name".into()]),
+                ..Default::default()
+            },
+            vec![&a, &b],
+        ),
+        (
+            FiltersVolume {
+                tag_values: Some(vec!["h1:vg-one-100".into()]),
+                ..Default::default()
+            },
+            vec![&a, &c],
+        ),
+        (
+            FiltersVolume {
+                client_tokens: Some(vec!["tok-f".into()]),
+                ..Default::default()
+            },
+            vec![&tokened],
+        ),
+        (
+            FiltersVolume {
+                link_volume_vm_ids: Some(vec![vm.clone()]),
+                ..Default::default()
+            },
+            vec![&root, &b],
+        ),
+        (
+            FiltersVolume {
+                volume_states: Some(vec!["in-use".into()]),
+                tag_keys: Some(vec!["osc.bsud.drive-name".into()]),
+                ..Default::default()
+            },
+            vec![&b],
+        ),
+        (
+            FiltersVolume {
+                volume_states: Some(vec!["available".into()]),
+                ..Default::default()
+            },
+            vec![&a, &c, &tokened],
+        ),
+        (
+            FiltersVolume {
+                link_volume_device_names: Some(vec!["/dev/xvdc".into()]),
+                ..Default::default()
+            },
+            vec![&b],
+        ),
+    ];
+    for (filter, want) in cases {
+        let mut want: Vec<String> = want.into_iter().cloned().collect();
+        want.sort();
+        assert_eq!(
+            ids(&read_filtered(&cfg, filter.clone())),
+            want,
+            "{filter:?}"
+        );
+    }
     // Tag on a VM (the driver's crash-recovery intent tag) and the VM filter on it.
     tag(&cfg, &vm, "one.bsud.intent", "link vol-x");
     let vms = vm_api::read_vms(
@@ -597,8 +603,8 @@ fn sim_unknown_key_and_bad_signature_are_refused_with_401() {
     }
     // Unsigned, and signed for another region.
     let c = &sim.proc.client;
-    let raw = reqwest_free_post(c.api_url() + "/ReadVolumes");
-    assert_eq!(raw, 401);
+    let (status, _) = raw_http("POST", &(c.api_url() + "/ReadVolumes"), Some("{}"));
+    assert_eq!(status, 401);
     let (status, _) = c
         .signed_call(&good, "us-east-2", "ReadVolumes", "{}")
         .unwrap();
@@ -607,20 +613,28 @@ fn sim_unknown_key_and_bad_signature_are_refused_with_401() {
     assert_eq!(stats.auth_failures, 4, "{stats:?}");
 }
 
-/// POSTs `{}` without any signature, through std only; returns the HTTP status.
-fn reqwest_free_post(url: String) -> u16 {
+/// One HTTP/1.1 request through std only (no client library between the test and the
+/// server); returns the status and the body.
+fn raw_http(method: &str, url: &str, body: Option<&str>) -> (u16, String) {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_once('/').unwrap();
     let mut s = std::net::TcpStream::connect(host).unwrap();
-    write!(
-        s,
-        "POST /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
-    )
-    .unwrap();
+    let mut req = format!("{method} /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    if let Some(b) = body {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body.unwrap_or(""));
+    s.write_all(req.as_bytes()).unwrap();
     let mut answer = String::new();
     s.read_to_string(&mut answer).unwrap();
-    answer.split(' ').nth(1).unwrap().parse().unwrap()
+    let status = answer.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = answer.split_once("\r\n\r\n").unwrap().1.to_string();
+    (status, body)
 }
 
 #[test]
@@ -835,8 +849,7 @@ fn sim_metadata_endpoint_answers_per_vm() {
     let vm = sim.vm("h1", "eu-west-2b");
     let get = |path: &str| {
         let url = format!("{}{path}", sim.proc.client.metadata_url(&vm));
-        let (status, body) = http_get(&url);
-        (status, body)
+        raw_http("GET", &url, None)
     };
     assert_eq!(get("/latest/meta-data/instance-id"), (200, vm.clone()));
     assert_eq!(
@@ -848,24 +861,7 @@ fn sim_metadata_endpoint_answers_per_vm() {
         "{}/latest/meta-data/instance-id",
         sim.proc.client.metadata_url("i-00000000")
     );
-    assert_eq!(http_get(&unknown).0, 404);
-}
-
-fn http_get(url: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    write!(
-        s,
-        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
-    let status = answer.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = answer.split_once("\r\n\r\n").unwrap().1.to_string();
-    (status, body)
+    assert_eq!(raw_http("GET", &unknown, None).0, 404);
 }
 
 #[test]

@@ -11,6 +11,10 @@
 //! - Filters: values within one filter are alternatives; different filters must all match; an
 //!   empty list is treated as absent. Results are in creation order; `ResultsPerPage` +
 //!   `NextPageToken` paginate, and without `ResultsPerPage` everything is returned.
+//! - `ClientToken`: while the volume a token created exists (in any state), the same token
+//!   with the same parameters answers that volume, and with other parameters a 409
+//!   `ResourceConflict` (IdempotentParameterMismatch); once the volume is gone the token is
+//!   free again. Tokens live on the volume record, so they survive restarts with it.
 //! - Mutations set `store.dirty`; the caller saves.
 
 use std::collections::BTreeMap;

@@ -210,57 +210,63 @@ pub fn validate(rules: &[FaultRule]) -> Result<(), String> {
 pub fn on_call(rules: &mut [Installed], call: &str, body: &Value) -> Option<Injected> {
     let mut first: Option<Injected> = None;
     for inst in rules.iter_mut() {
-        let fired = match &inst.rule {
+        let fires = match &inst.rule {
             FaultRule::Fail {
                 call: c,
                 nth,
                 count,
-                status,
-                code,
-                error_type,
-                details,
-                apply,
                 volume,
                 vm,
-            } => {
-                if !call_matches(c, volume, vm, call, body) {
-                    continue;
-                }
-                inst.seen += 1;
-                (inst.seen >= *nth && inst.seen < nth + count).then(|| Injected {
-                    error: ApiError::new(
-                        *status,
-                        code.as_deref().unwrap_or("2000"),
-                        error_type.as_deref().unwrap_or("InternalError"),
-                        details.clone().unwrap_or_else(|| "injected fault".into()),
-                    ),
-                    apply: *apply,
-                })
+                ..
             }
-            FaultRule::Throttle {
+            | FaultRule::Throttle {
                 call: c,
                 nth,
                 count,
-                scope,
                 volume,
                 vm,
+                ..
             } => {
                 if !call_matches(c, volume, vm, call, body) {
                     continue;
                 }
                 inst.seen += 1;
-                (inst.seen >= *nth && inst.seen < nth + count).then(|| Injected {
-                    error: throttled(*scope),
-                    apply: false,
-                })
+                inst.seen >= *nth && inst.seen < nth + count
             }
             FaultRule::Stall { .. } | FaultRule::NoDevice { .. } => continue,
         };
-        if first.is_none() {
-            first = fired;
+        if fires && first.is_none() {
+            first = injection(&inst.rule);
         }
     }
     first
+}
+
+/// What a call rule answers when it fires.
+fn injection(rule: &FaultRule) -> Option<Injected> {
+    match rule {
+        FaultRule::Fail {
+            status,
+            code,
+            error_type,
+            details,
+            apply,
+            ..
+        } => Some(Injected {
+            error: ApiError::new(
+                *status,
+                code.as_deref().unwrap_or("2000"),
+                error_type.as_deref().unwrap_or("InternalError"),
+                details.clone().unwrap_or_else(|| "injected fault".into()),
+            ),
+            apply: *apply,
+        }),
+        FaultRule::Throttle { scope, .. } => Some(Injected {
+            error: throttled(*scope),
+            apply: false,
+        }),
+        FaultRule::Stall { .. } | FaultRule::NoDevice { .. } => None,
+    }
 }
 
 /// Outscale's throttling answer for a limiter.
