@@ -91,6 +91,15 @@ impl Lvm {
         }
     }
 
+    /// Runs another privileged tool (wipefs, blkid) the same way; returns its stdout.
+    pub fn run_tool<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        program: &str,
+        args: &[S],
+    ) -> anyhow::Result<Vec<u8>> {
+        self.run(program, args)
+    }
+
     fn report(&self, program: &str, fields: &str, extra: &[&str]) -> anyhow::Result<Vec<u8>> {
         let mut args = vec![
             "--reportformat",
@@ -173,7 +182,7 @@ impl Lvm {
         size_bytes: u64,
         tags: &[Tag],
     ) -> anyhow::Result<()> {
-        let size = format!("{size_bytes}b");
+        let size = size_arg(size_bytes)?;
         let mut args: Vec<&str> = vec!["-n", lv.as_str(), "-L", &size, "-Zn", "-Wn", "--yes"];
         for t in tags {
             args.extend(["--addtag", t.as_str()]);
@@ -184,7 +193,7 @@ impl Lvm {
 
     /// `lvextend -L <bytes>b <vg>/<lv>`.
     pub fn lvextend(&self, vg: &VgName, lv: &LvName, size_bytes: u64) -> anyhow::Result<()> {
-        let size = format!("{size_bytes}b");
+        let size = size_arg(size_bytes)?;
         self.run("lvextend", &["-L", &size, &lv_arg(vg, lv)])
             .map(drop)
     }
@@ -223,6 +232,20 @@ impl Lvm {
     pub fn lvchange_activate(&self, vg: &VgName, lv: &LvName) -> anyhow::Result<()> {
         self.run("lvchange", &["-ay", &lv_arg(vg, lv)]).map(drop)
     }
+}
+
+/// `-L` takes bytes only in whole 512-byte sectors; LVM rounds further up to extents anyway.
+fn size_arg(bytes: u64) -> anyhow::Result<String> {
+    bytes
+        .div_ceil(512)
+        .checked_mul(512)
+        .map(|b| format!("{b}b"))
+        .ok_or_else(|| {
+            fail(
+                ErrorKind::BadInput,
+                format!("size {bytes} bytes is too large"),
+            )
+        })
 }
 
 fn lv_arg(vg: &VgName, lv: &LvName) -> String {
@@ -283,6 +306,14 @@ mod tests {
         let lvm = Lvm::new(None, Instant::now() - Duration::from_secs(1));
         let e = lvm.command("lvs", &["x"]).unwrap_err();
         assert_eq!(crate::error::exit_code(&e), 5);
+    }
+
+    #[test]
+    fn sizes_round_up_to_sectors() {
+        assert_eq!(size_arg(1).unwrap(), "512b");
+        assert_eq!(size_arg(4096).unwrap(), "4096b");
+        assert_eq!(size_arg(12581912).unwrap(), "12582400b");
+        assert!(size_arg(u64::MAX).is_err());
     }
 
     #[test]
