@@ -149,6 +149,17 @@ impl Host {
         assert!(out.status.success(), "{args:?}: {out:?}");
     }
 
+    /// `lv-create` in vg-one-1 with one tag.
+    fn create(&self, lv: &str, bytes: u64, tag: &str) -> Out {
+        self.agent(&[
+            "lv-create",
+            "--vg=vg-one-1",
+            &format!("--lv={lv}"),
+            &format!("--size-bytes={bytes}"),
+            &format!("--tag={tag}"),
+        ])
+    }
+
     fn lv_file(&self, vg: &str, lv: &str) -> PathBuf {
         self.root.join("lv").join(vg).join(lv)
     }
@@ -326,14 +337,7 @@ fn pv_remove_refuses_a_pv_holding_extents() {
     ])
     .ok();
     h.make_lv_file("vg-one-1", "lv-one-3-0", 2 * EXTENT, 0xA5);
-    h.agent(&[
-        "lv-create",
-        "--vg=vg-one-1",
-        "--lv=lv-one-3-0",
-        &format!("--size-bytes={}", 2 * EXTENT),
-        "--tag=one.vm=3",
-    ])
-    .ok();
+    h.create("lv-one-3-0", 2 * EXTENT, "one.vm=3").ok();
     let o = h.agent(&["pv-remove", "--vg=vg-one-1", &format!("--device={a}")]);
     assert_eq!(o.code, 6, "{}", o.stderr);
     assert!(o.last_line().contains("lv-one-3-0"), "{}", o.last_line());
@@ -380,13 +384,7 @@ fn lv_operations_are_idempotent_and_refuse_what_is_not_ours() {
         "--tag=one.vm=4",
     ]);
     assert_eq!(o.code, 6, "{}", o.stderr);
-    let o = h.agent(&[
-        "lv-create",
-        vg,
-        "--lv=lv-one-3-0",
-        &format!("--size-bytes={}", 10 * EXTENT),
-        "--tag=one.vm=3",
-    ]);
+    let o = h.create("lv-one-3-0", 10 * EXTENT, "one.vm=3");
     assert_eq!(o.code, 6, "{}", o.stderr);
     // A tag-less LV would be untouchable later: refused up front; bookkeeping tags are ours.
     let o = h.agent(&["lv-create", vg, "--lv=x", "--size-bytes=1", "--tag=foo=1"]);
@@ -502,15 +500,7 @@ fn new_lv_over_a_deleted_one_gets_its_stale_extents_zeroed() {
 
     // 1st LV on a fresh PV: nothing to zero, and the mark moves past it.
     h.make_lv_file("vg-one-1", "old", 3 * EXTENT, 0xA5);
-    let c = h
-        .agent(&[
-            "lv-create",
-            vg,
-            "--lv=old",
-            &format!("--size-bytes={}", 3 * EXTENT),
-            "--tag=one.image=1",
-        ])
-        .ok();
+    let c = h.create("old", 3 * EXTENT, "one.image=1").ok();
     assert_eq!(
         (u(&c["fresh_bytes"]), u(&c["zeroed_bytes"])),
         (3 * EXTENT, 0)
@@ -523,15 +513,7 @@ fn new_lv_over_a_deleted_one_gets_its_stale_extents_zeroed() {
 
     // 2nd LV reuses extents 0..3: those are stale and zeroed, 3..5 are fresh and left alone.
     h.make_lv_file("vg-one-1", "new", 5 * EXTENT, 0xA5);
-    let c = h
-        .agent(&[
-            "lv-create",
-            vg,
-            "--lv=new",
-            &format!("--size-bytes={}", 5 * EXTENT),
-            "--tag=one.image=2",
-        ])
-        .ok();
+    let c = h.create("new", 5 * EXTENT, "one.image=2").ok();
     assert_eq!(u(&c["zeroed_bytes"]), 3 * EXTENT);
     assert_eq!(u(&c["fresh_bytes"]), 2 * EXTENT);
     assert_bytes(&h.lv_file("vg-one-1", "new"), &[(0, 3 * EXTENT)], 0xA5);
@@ -541,15 +523,7 @@ fn new_lv_over_a_deleted_one_gets_its_stale_extents_zeroed() {
 
     // A rerun of a completed create leaves the LV's (now the caller's) bytes alone.
     h.make_lv_file("vg-one-1", "new", 5 * EXTENT, 0x5A);
-    let c = h
-        .agent(&[
-            "lv-create",
-            vg,
-            "--lv=new",
-            &format!("--size-bytes={}", 5 * EXTENT),
-            "--tag=one.image=2",
-        ])
-        .ok();
+    let c = h.create("new", 5 * EXTENT, "one.image=2").ok();
     assert_eq!(
         (c["created"].clone(), u(&c["zeroed_bytes"])),
         (Value::Bool(false), 0)
@@ -593,15 +567,7 @@ fn a_pv_of_unknown_past_is_zeroed_wherever_an_lv_lands() {
         .ok();
     assert_eq!(u(&a["hwm"]), u(&a["pe_count"]));
     h.make_lv_file("vg-one-1", "lv", 2 * EXTENT, 0xA5);
-    let c = h
-        .agent(&[
-            "lv-create",
-            vg,
-            "--lv=lv",
-            &format!("--size-bytes={}", 2 * EXTENT),
-            "--tag=one.vm=1",
-        ])
-        .ok();
+    let c = h.create("lv", 2 * EXTENT, "one.vm=1").ok();
     assert_eq!(
         (u(&c["zeroed_bytes"]), u(&c["fresh_bytes"])),
         (2 * EXTENT, 0)
@@ -617,14 +583,7 @@ fn an_interrupted_create_is_finished_by_the_rerun_never_skipped() {
     h.agent(&["pv-add", vg, &format!("--device={dev}"), "--fresh"])
         .ok();
     h.make_lv_file("vg-one-1", "old", 4 * EXTENT, 0xA5);
-    h.agent(&[
-        "lv-create",
-        vg,
-        "--lv=old",
-        &format!("--size-bytes={}", 4 * EXTENT),
-        "--tag=one.image=1",
-    ])
-    .ok();
+    h.create("old", 4 * EXTENT, "one.image=1").ok();
     h.agent(&["lv-remove", vg, "--lv=old"]).ok();
 
     // No device node (lvfs "not mounted"): the LV is created but the operation fails clearly
@@ -682,15 +641,7 @@ fn an_interrupted_create_is_finished_by_the_rerun_never_skipped() {
         &dev,
     ]);
     h.make_lv_file("vg-one-1", "mid", 4 * EXTENT, 0xA5);
-    let c = h
-        .agent(&[
-            "lv-create",
-            vg,
-            "--lv=mid",
-            &format!("--size-bytes={}", 4 * EXTENT),
-            "--tag=one.vm=5",
-        ])
-        .ok();
+    let c = h.create("mid", 4 * EXTENT, "one.vm=5").ok();
     assert_eq!(
         (u(&c["zeroed_bytes"]), u(&c["fresh_bytes"])),
         (4 * EXTENT, 0)
@@ -714,14 +665,8 @@ fn concurrent_creates_on_one_vg_all_succeed_without_overlap() {
         for i in 0..n {
             let h = &h;
             s.spawn(move || {
-                h.agent(&[
-                    "lv-create",
-                    vg,
-                    &format!("--lv=lv-{i}"),
-                    &format!("--size-bytes={}", 3 * EXTENT),
-                    &format!("--tag=one.vm={i}"),
-                ])
-                .ok();
+                h.create(&format!("lv-{i}"), 3 * EXTENT, &format!("one.vm={i}"))
+                    .ok();
             });
         }
     });

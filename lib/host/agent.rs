@@ -28,6 +28,7 @@ use super::proto::{
     IdentityReq, Limits, LvCreateReq, LvExtendReq, LvListReq, LvRemoveReq, LvRenameReq, LvTagReq,
     PvAddReq, PvRemoveReq, Request, VersionInfo, VersionReq, VgReportReq, WaitDeviceReq,
 };
+use super::{devices, lv, metadata, vg};
 
 /// Host agent operations.
 #[derive(Debug, Subcommand)]
@@ -172,6 +173,15 @@ fn document<T: serde::Serialize>(v: &T) -> anyhow::Result<ActionOutput> {
     Ok(ActionOutput::Document(serde_json::to_string(v)?))
 }
 
+/// Runs `op` with an agent built for `limits` and prints its answer.
+fn with_agent<T: serde::Serialize>(
+    host: HostEnv,
+    limits: &Limits,
+    op: impl FnOnce(&Agent) -> anyhow::Result<T>,
+) -> anyhow::Result<ActionOutput> {
+    document(&op(&Agent::new(host, limits))?)
+}
+
 /// Runs one agent operation.
 pub fn run(cmd: HostCmd, _stdin: &mut dyn Read, env: &Env) -> anyhow::Result<ActionOutput> {
     let host = HostEnv::from_env(env);
@@ -179,43 +189,23 @@ pub fn run(cmd: HostCmd, _stdin: &mut dyn Read, env: &Env) -> anyhow::Result<Act
         HostCmd::Version => document(&VersionInfo {
             version: crate::VERSION.to_string(),
         }),
-        HostCmd::Identity { req, limits } => {
-            let a = Agent::new(host, &limits);
+        HostCmd::Identity { req, limits } => with_agent(host, &limits, |a| {
             let timeout = a.deadline.cap(Duration::from_secs(req.timeout_secs));
-            document(&super::metadata::identity(&a.env.metadata_url, timeout)?)
-        }
-        HostCmd::WaitDevice { req, limits } => {
-            let a = Agent::new(host, &limits);
+            metadata::identity(&a.env.metadata_url, timeout)
+        }),
+        HostCmd::WaitDevice { req, limits } => with_agent(host, &limits, |a| {
             let timeout = a.deadline.cap(Duration::from_secs(req.timeout_secs));
-            document(&super::devices::wait_device(&a.env, &req.device, timeout)?)
-        }
-        HostCmd::VgReport { req, limits } => {
-            document(&super::vg::vg_report(&Agent::new(host, &limits), &req)?)
-        }
-        HostCmd::PvAdd { req, limits } => {
-            document(&super::vg::pv_add(&Agent::new(host, &limits), &req)?)
-        }
-        HostCmd::PvRemove { req, limits } => {
-            document(&super::vg::pv_remove(&Agent::new(host, &limits), &req)?)
-        }
-        HostCmd::LvCreate { req, limits } => {
-            document(&super::lv::lv_create(&Agent::new(host, &limits), &req)?)
-        }
-        HostCmd::LvExtend { req, limits } => {
-            document(&super::lv::lv_extend(&Agent::new(host, &limits), &req)?)
-        }
-        HostCmd::LvRemove { req, limits } => {
-            document(&super::lv::lv_remove(&Agent::new(host, &limits), &req)?)
-        }
-        HostCmd::LvTag { req, limits } => {
-            document(&super::lv::lv_tag(&Agent::new(host, &limits), &req)?)
-        }
-        HostCmd::LvList { req, limits } => {
-            document(&super::lv::lv_list(&Agent::new(host, &limits), &req)?)
-        }
-        HostCmd::LvRename { req, limits } => {
-            document(&super::lv::lv_rename(&Agent::new(host, &limits), &req)?)
-        }
+            devices::wait_device(&a.env, &req.device, timeout)
+        }),
+        HostCmd::VgReport { req, limits } => with_agent(host, &limits, |a| vg::vg_report(a, &req)),
+        HostCmd::PvAdd { req, limits } => with_agent(host, &limits, |a| vg::pv_add(a, &req)),
+        HostCmd::PvRemove { req, limits } => with_agent(host, &limits, |a| vg::pv_remove(a, &req)),
+        HostCmd::LvCreate { req, limits } => with_agent(host, &limits, |a| lv::lv_create(a, &req)),
+        HostCmd::LvExtend { req, limits } => with_agent(host, &limits, |a| lv::lv_extend(a, &req)),
+        HostCmd::LvRemove { req, limits } => with_agent(host, &limits, |a| lv::lv_remove(a, &req)),
+        HostCmd::LvTag { req, limits } => with_agent(host, &limits, |a| lv::lv_tag(a, &req)),
+        HostCmd::LvList { req, limits } => with_agent(host, &limits, |a| lv::lv_list(a, &req)),
+        HostCmd::LvRename { req, limits } => with_agent(host, &limits, |a| lv::lv_rename(a, &req)),
     }
 }
 

@@ -138,6 +138,20 @@ fn finish_zeroing(a: &Agent, vg: &Vg, lv: &Lv, path: &Path) -> anyhow::Result<(u
     Ok((plan.fresh_bytes, zeroed))
 }
 
+/// The end of create and extend: the device node, then the pending zeroing. Returns the node
+/// and (fresh bytes, zeroed bytes).
+fn make_ready(
+    a: &Agent,
+    vg: &Vg,
+    lv: &Lv,
+    device_timeout: Duration,
+) -> anyhow::Result<(PathBuf, u64, u64)> {
+    let vg_name: VgName = vg.name.parse()?;
+    let path = ensure_device(a, &vg_name, lv, device_timeout)?;
+    let (fresh, zeroed) = finish_zeroing(a, vg, lv, &path)?;
+    Ok((path, fresh, zeroed))
+}
+
 /// `lv-create`.
 pub fn lv_create(a: &Agent, req: &LvCreateReq) -> anyhow::Result<LvCreated> {
     refuse_reserved(&req.tags)?;
@@ -192,13 +206,8 @@ pub fn lv_create(a: &Agent, req: &LvCreateReq) -> anyhow::Result<LvCreated> {
         }
     };
     let lv = require_lv(a, &req.vg, &req.lv)?;
-    let path = ensure_device(
-        a,
-        &req.vg,
-        &lv,
-        Duration::from_secs(req.device_timeout_secs),
-    )?;
-    let (fresh_bytes, zeroed_bytes) = finish_zeroing(a, &vg, &lv, &path)?;
+    let (path, fresh_bytes, zeroed_bytes) =
+        make_ready(a, &vg, &lv, Duration::from_secs(req.device_timeout_secs))?;
     Ok(LvCreated {
         vg: req.vg.to_string(),
         lv: req.lv.to_string(),
@@ -235,13 +244,8 @@ pub fn lv_extend(a: &Agent, req: &LvExtendReq) -> anyhow::Result<LvExtended> {
         extended = true;
         lv = require_lv(a, &req.vg, &req.lv)?;
     }
-    let path = ensure_device(
-        a,
-        &req.vg,
-        &lv,
-        Duration::from_secs(req.device_timeout_secs),
-    )?;
-    let (fresh_bytes, zeroed_bytes) = finish_zeroing(a, &vg, &lv, &path)?;
+    let (path, fresh_bytes, zeroed_bytes) =
+        make_ready(a, &vg, &lv, Duration::from_secs(req.device_timeout_secs))?;
     Ok(LvExtended {
         vg: req.vg.to_string(),
         lv: req.lv.to_string(),
