@@ -62,6 +62,17 @@ pub struct PvView {
     pub serial: Option<String>,
 }
 
+/// An LV of the drive's VG.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LvView {
+    /// Name.
+    pub name: String,
+    /// Size, bytes.
+    pub size: u64,
+    /// Tags.
+    pub tags: Vec<String>,
+}
+
 /// The drive's VG on its host, plus what the host sees of attached BSUs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct VgView {
@@ -75,6 +86,8 @@ pub struct VgView {
     pub lv_count: usize,
     /// Sum of LV sizes, bytes.
     pub lv_bytes: u64,
+    /// The LVs.
+    pub lvs: Vec<LvView>,
     /// PVs of the VG.
     pub pvs: Vec<PvView>,
     /// Devices that are PVs of no VG.
@@ -95,12 +108,16 @@ pub trait HostApi: Send + Sync {
     fn identity(&self, host: &str) -> anyhow::Result<HostIdentity>;
     /// The VG report.
     fn vg_report(&self, host: &str, vg: &str) -> anyhow::Result<VgView>;
-    /// Waits for the device of Outscale name `device` (`/dev/xvdb`) and returns its path.
-    fn wait_device(&self, host: &str, device: &str, timeout: Duration) -> anyhow::Result<String>;
-    /// pvcreate + vgcreate/vgextend (idempotent).
-    fn pv_add(&self, host: &str, vg: &str, device_path: &str) -> anyhow::Result<()>;
+    /// Waits (with the configured device deadline) for the device of Outscale name `device`
+    /// (`/dev/xvdb`) and returns its path.
+    fn wait_device(&self, host: &str, device: &str) -> anyhow::Result<String>;
+    /// pvcreate + vgcreate/vgextend (idempotent). `fresh`: the BSU was just created by us, so
+    /// its extents hold no one's data (the agent double-checks before believing it).
+    fn pv_add(&self, host: &str, vg: &str, device_path: &str, fresh: bool) -> anyhow::Result<()>;
     /// vgreduce + pvremove; refuses a PV with allocated extents (idempotent).
     fn pv_remove(&self, host: &str, vg: &str, device_path: &str) -> anyhow::Result<()>;
+    /// Removes one of our LVs (idempotent; refuses an LV without our tags).
+    fn lv_remove(&self, host: &str, vg: &str, lv: &str) -> anyhow::Result<()>;
 }
 
 /// A drive: a datastore on a host, with its policy.
@@ -259,7 +276,7 @@ impl Engine<'_> {
                     v.id,
                     d.vg()
                 );
-                self.hosts.pv_add(&d.host, &d.vg(), &path)?;
+                self.hosts.pv_add(&d.host, &d.vg(), &path, false)?;
                 changed = true;
             }
         }
@@ -289,7 +306,7 @@ impl Engine<'_> {
             return Ok(p.clone());
         }
         self.hosts
-            .wait_device(&d.host, &link.device, self.timeouts.device)
+            .wait_device(&d.host, &link.device)
             .with_context(|| {
                 format!(
                     "volume {} is attached as {} but its device did not appear on {}",
@@ -440,7 +457,7 @@ impl Engine<'_> {
         )?;
         let v = self.link(d, &r.identity, &v, &r.vg)?;
         let path = self.device_path(d, &r.identity, &v, &r.vg)?;
-        self.hosts.pv_add(&d.host, &d.vg(), &path)?;
+        self.hosts.pv_add(&d.host, &d.vg(), &path, true)?;
         Ok(())
     }
 

@@ -3,5 +3,6 @@
 
 pub mod cli;
 pub mod engine;
+pub mod hosts;
 pub mod naming;
 pub mod policy;
