@@ -392,6 +392,14 @@ fn sim_attach_detach_idempotent_and_stale_loops() {
     for (_, l) in &all {
         assert!(hostview::loop_backing_file(l).is_none(), "{l} still set up");
     }
+    // A volume deleted while attached (DeleteVolume after a failed unlink) still detaches.
+    let doomed = s.volume("doomed.vol", 8 * MIB);
+    attach_volume(a.root(), "/dev/xvdz", &doomed).unwrap();
+    let dev = a.attached().unwrap()[0].1.clone();
+    std::fs::remove_file(&doomed).unwrap();
+    detach_volume(a.root(), "/dev/xvdz", &doomed).unwrap();
+    assert!(a.attached().unwrap().is_empty());
+    assert!(hostview::loop_backing_file(&dev).is_none(), "{dev} still set up");
     // Bad device names are refused before anything is done.
     assert!(attach_volume(a.root(), "/dev/xvd../x", &v).is_err());
     assert!(a.attached().unwrap().is_empty());

@@ -380,42 +380,59 @@ pub fn attach_volume(host_root: &Path, device: &str, volume_file: &Path) -> anyh
 /// the loop device(s) backing the file. Idempotent; serialised per host.
 pub fn detach_volume(host_root: &Path, device: &str, volume_file: &Path) -> anyhow::Result<()> {
     let link_name = by_id_name(device)?;
+    // The file may already be gone (DeleteVolume after a failed detach): the kernel then names
+    // it "<path> (deleted)".
+    let file = canonical_even_if_gone(volume_file);
+    let deleted = format!("{} (deleted)", file.display());
+    let backing: Vec<String> = list_loops()?
+        .into_iter()
+        .filter(|(_, back)| Path::new(back) == file || *back == deleted)
+        .map(|(dev, _)| dev)
+        .collect();
     let view = HostView::new(host_root.to_path_buf());
-    if !view.root.exists() {
-        return Ok(());
-    }
-    let _lock = view.lock()?;
-    // The file may already be gone (DeleteVolume after a failed detach): match it by path.
-    let file = volume_file
-        .canonicalize()
-        .unwrap_or_else(|_| volume_file.to_path_buf());
-    let backing = loops_backing(&file)?;
-    for (name, target) in view.attached()? {
-        let ours = backing.contains(&target);
-        // A link under this device name to a loop that backs nothing is stale too.
-        let dead = name == link_name && loop_backing_file(&target).is_none();
-        if ours || dead {
-            let p = view.dev_dir().join(&name);
-            std::fs::remove_file(&p).or_else(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    Ok(())
-                } else {
-                    Err(e).with_context(|| format!("removing {}", p.display()))
-                }
-            })?;
-        } else if name == link_name {
-            tracing::warn!(
-                "{}: {name} links {target}, which does not back {}; left alone",
-                view.root.display(),
-                file.display()
-            );
+    if view.root.exists() {
+        let _lock = view.lock()?;
+        for (name, target) in view.attached()? {
+            let ours = backing.contains(&target);
+            // A link under this device name to a loop that backs nothing is stale too.
+            let dead = name == link_name && loop_backing_file(&target).is_none();
+            if ours || dead {
+                let p = view.dev_dir().join(&name);
+                std::fs::remove_file(&p).or_else(|e| {
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        Ok(())
+                    } else {
+                        Err(e).with_context(|| format!("removing {}", p.display()))
+                    }
+                })?;
+            } else if name == link_name {
+                tracing::warn!(
+                    "{}: {name} links {target}, which does not back {}; left alone",
+                    view.root.display(),
+                    file.display()
+                );
+            }
         }
+        view.write_lvm_conf()?;
     }
-    view.write_lvm_conf()?;
     for dev in &backing {
         losetup_detach(dev)?;
     }
     Ok(())
+}
+
+/// The canonical path of a file that may no longer exist (its directory is resolved).
+fn canonical_even_if_gone(p: &Path) -> PathBuf {
+    if let Ok(c) = p.canonicalize() {
+        return c;
+    }
+    match (p.parent(), p.file_name()) {
+        (Some(dir), Some(name)) => dir
+            .canonicalize()
+            .map(|d| d.join(name))
+            .unwrap_or_else(|_| p.to_path_buf()),
+        _ => p.to_path_buf(),
+    }
 }
 
 /// Releases every loop device whose backing file lies under `dir` (teardown of a testbed or a
