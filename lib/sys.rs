@@ -44,30 +44,31 @@ pub fn block_zero_out(f: &File, offset: u64, len: u64) -> io::Result<()> {
 
 /// Deallocates a range of a regular file so it reads as zeros (keeps the file size).
 pub fn punch_hole(f: &File, offset: u64, len: u64) -> io::Result<()> {
-    // SAFETY: fallocate(2) on a valid fd with integer arguments.
-    let r = unsafe {
-        libc::fallocate(
-            f.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            offset as libc::off_t,
-            len as libc::off_t,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    fallocate(
+        f,
+        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+        offset,
+        len,
+    )
 }
 
 /// `fallocate(ZERO_RANGE | KEEP_SIZE)`: the range reads as zeros afterwards. File systems that
 /// cannot (tmpfs) answer `EOPNOTSUPP`; callers fall back to [`punch_hole`].
 pub fn zero_range(f: &File, offset: u64, len: u64) -> io::Result<()> {
+    fallocate(
+        f,
+        libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+        offset,
+        len,
+    )
+}
+
+fn fallocate(f: &File, mode: libc::c_int, offset: u64, len: u64) -> io::Result<()> {
     // SAFETY: fallocate(2) on a valid fd with integer arguments.
     let r = unsafe {
         libc::fallocate(
             f.as_raw_fd(),
-            libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+            mode,
             offset as libc::off_t,
             len as libc::off_t,
         )

@@ -399,7 +399,10 @@ fn sim_attach_detach_idempotent_and_stale_loops() {
     std::fs::remove_file(&doomed).unwrap();
     detach_volume(a.root(), "/dev/xvdz", &doomed).unwrap();
     assert!(a.attached().unwrap().is_empty());
-    assert!(hostview::loop_backing_file(&dev).is_none(), "{dev} still set up");
+    assert!(
+        hostview::loop_backing_file(&dev).is_none(),
+        "{dev} still set up"
+    );
     // Bad device names are refused before anything is done.
     assert!(attach_volume(a.root(), "/dev/xvd../x", &v).is_err());
     assert!(a.attached().unwrap().is_empty());

@@ -1,10 +1,13 @@
 //! The FUSE side of lvfs: a two-level tree `<vg>/<lv>` over the host's current [`Snapshot`].
 //!
 //! Invariants:
-//! - Every answer about names or sizes comes from a snapshot taken *after* the request arrived
-//!   (lookup, readdir, getattr, open refresh; concurrent refreshes are coalesced), so a change
-//!   made by lvcreate/lvextend/lvremove/vgextend before the request is always seen. Nothing is
-//!   cached by the kernel (zero TTLs, direct I/O: no page cache in front of the LV files).
+//! - Every answer about names or sizes (lookup, readdir, getattr, open) comes from a snapshot
+//!   that describes the host after the request arrived: either taken after it (concurrent
+//!   refreshes are coalesced), or proven still current by the host's stamp (lvm.conf and the
+//!   attached volume files unchanged; see [`HostStamp`]), so a change made by
+//!   lvcreate/lvextend/lvremove/vgextend before the request is always seen, without running
+//!   `lvs` for every path walk. Nothing is cached by the kernel (zero TTLs, direct I/O: no page
+//!   cache in front of the LV files).
 //! - I/O uses the latest snapshot, refreshed first when the host's lvm.conf changed (a volume
 //!   was attached or detached) or when the access reaches past the LV's known end (an lvextend
 //!   while the file is open), so a handle follows its LV by name, as a dm device would.
@@ -280,7 +283,8 @@ impl Inner {
         self.fresh()?.lv(&vg, &lv).map(|_| ()).ok_or(ENOENT)
     }
 
-    fn read(&self, ino: u64, off: u64, size: u32) -> Result<Vec<u8>, Errno> {
+    fn read(&self, ino: u64, off: i64, size: u32) -> Result<Vec<u8>, Errno> {
+        let off = offset(off)?;
         let (vg, lv) = self.lv_node(ino)?;
         let m = self.lv_for_io(&vg, &lv, off + u64::from(size))?;
         if off >= m.size {
@@ -297,7 +301,8 @@ impl Inner {
         Ok(buf)
     }
 
-    fn write(&self, ino: u64, off: u64, data: &[u8]) -> Result<u32, Errno> {
+    fn write(&self, ino: u64, off: i64, data: &[u8]) -> Result<u32, Errno> {
+        let off = offset(off)?;
         let (vg, lv) = self.lv_node(ino)?;
         let m = self.lv_for_io(&vg, &lv, off + data.len() as u64)?;
         if off >= m.size {
@@ -315,7 +320,8 @@ impl Inner {
     }
 
     /// What a block device accepts: punch a hole, or zero a range.
-    fn fallocate(&self, ino: u64, off: u64, len: u64, mode: i32) -> Result<(), Errno> {
+    fn fallocate(&self, ino: u64, off: i64, len: i64, mode: i32) -> Result<(), Errno> {
+        let (off, len) = (offset(off)?, offset(len)?);
         let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
         let zero = mode & !libc::FALLOC_FL_KEEP_SIZE == libc::FALLOC_FL_ZERO_RANGE;
         if mode != punch && !zero {
@@ -348,7 +354,8 @@ impl Inner {
     }
 
     /// SEEK_DATA / SEEK_HOLE answered from the backing files, extent by extent.
-    fn lseek(&self, ino: u64, off: u64, whence: i32) -> Result<u64, Errno> {
+    fn lseek(&self, ino: u64, off: i64, whence: i32) -> Result<u64, Errno> {
+        let off = offset(off)?;
         let (vg, lv) = self.lv_node(ino)?;
         let m = self.lv_for_io(&vg, &lv, off)?;
         if off >= m.size {
@@ -403,6 +410,11 @@ impl Inner {
         }
         Ok(())
     }
+}
+
+/// The kernel's signed offsets and lengths; a negative one is invalid.
+fn offset(v: i64) -> Result<u64, Errno> {
+    u64::try_from(v).map_err(|_| EINVAL)
 }
 
 fn read_full_at(f: &std::fs::File, buf: &mut [u8], off: u64) -> io::Result<()> {
@@ -472,6 +484,18 @@ impl Lvfs {
     fn spawn(&self, f: impl FnOnce(&Inner) + Send + 'static) {
         let inner = self.inner.clone();
         self.pool.run(move || f(&inner));
+    }
+
+    /// Runs an operation that answers nothing but success or an errno on a worker.
+    fn spawn_empty(
+        &self,
+        reply: ReplyEmpty,
+        op: impl FnOnce(&Inner) -> Result<(), Errno> + Send + 'static,
+    ) {
+        self.spawn(move |i| match op(i) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        });
     }
 }
 
@@ -547,11 +571,7 @@ impl Filesystem for Lvfs {
         _lock_owner: Option<u64>,
         reply: ReplyData,
     ) {
-        let Ok(off) = u64::try_from(offset) else {
-            reply.error(EINVAL);
-            return;
-        };
-        self.spawn(move |i| match i.read(ino, off, size) {
+        self.spawn(move |i| match i.read(ino, offset, size) {
             Ok(b) => reply.data(&b),
             Err(e) => reply.error(e),
         });
@@ -569,29 +589,19 @@ impl Filesystem for Lvfs {
         _lock_owner: Option<u64>,
         reply: ReplyWrite,
     ) {
-        let Ok(off) = u64::try_from(offset) else {
-            reply.error(EINVAL);
-            return;
-        };
         let data = data.to_vec();
-        self.spawn(move |i| match i.write(ino, off, &data) {
+        self.spawn(move |i| match i.write(ino, offset, &data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(e),
         });
     }
 
     fn flush(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, _lo: u64, reply: ReplyEmpty) {
-        self.spawn(move |i| match i.sync(ino) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        });
+        self.spawn_empty(reply, move |i| i.sync(ino));
     }
 
     fn fsync(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, _ds: bool, reply: ReplyEmpty) {
-        self.spawn(move |i| match i.sync(ino) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        });
+        self.spawn_empty(reply, move |i| i.sync(ino));
     }
 
     fn readdir(
@@ -637,14 +647,7 @@ impl Filesystem for Lvfs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let (Ok(off), Ok(len)) = (u64::try_from(offset), u64::try_from(length)) else {
-            reply.error(EINVAL);
-            return;
-        };
-        self.spawn(move |i| match i.fallocate(ino, off, len, mode) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        });
+        self.spawn_empty(reply, move |i| i.fallocate(ino, offset, length, mode));
     }
 
     fn lseek(
@@ -656,11 +659,7 @@ impl Filesystem for Lvfs {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        let Ok(off) = u64::try_from(offset) else {
-            reply.error(EINVAL);
-            return;
-        };
-        self.spawn(move |i| match i.lseek(ino, off, whence) {
+        self.spawn(move |i| match i.lseek(ino, offset, whence) {
             Ok(p) => reply.offset(p as i64),
             Err(e) => reply.error(e),
         });
