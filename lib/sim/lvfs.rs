@@ -3,13 +3,13 @@
 //! This kernel has no device-mapper, so LVs are never activated and `/dev/<vg>/<lv>` never
 //! appears. lvfs stands in for linear device-mapper: `<mountpoint>/<vg>/<lv>` is a regular file
 //! (mode 0660, root) the size of the LV; byte `x` of it is the byte LVM's segment map puts it at,
-//! in the volume file behind the loop device of the right PV (see [`map`]). Data written through
+//! in the volume file behind the loop device of the right PV (see `lvfs/map.rs`). Data written through
 //! an LV on one host is therefore in the volume files where LVM put it, and reads back through
 //! the same LV on another host once the volumes move there.
 //!
 //! Behaviour (the contract tools and the agent rely on):
 //! - the tree follows LVM as it changes (lvcreate, lvextend, lvremove, vgextend, attach and
-//!   detach of volumes) with no delay: see [`fs`] for how;
+//!   detach of volumes) with no delay: see `lvfs/fs.rs` for how;
 //! - unwritten areas read as zeros; writes past the end fail with `ENOSPC`;
 //!   `fallocate(PUNCH_HOLE|KEEP_SIZE)` and `ZERO_RANGE` go to the volume files, `SEEK_DATA` /
 //!   `SEEK_HOLE` are answered from them, so sparse-aware tools skip holes; `fsync` and `close`
@@ -52,12 +52,12 @@ pub struct LvfsArgs {
     /// Root directory of the simulated host; its etc/lvm/lvm.conf decides which PVs are seen.
     #[arg(long, value_name = "DIR")]
     pub host_root: PathBuf,
-    /// Where to mount [default: <host-root>/lv, the host's BSUD_LV_DIR].
+    /// Where to mount [default: HOST_ROOT/lv, the host's BSUD_LV_DIR].
     #[arg(long, value_name = "DIR")]
     pub mountpoint: Option<PathBuf>,
     /// Serve in this process until unmounted or sent SIGTERM/SIGINT/SIGHUP (which unmount;
-    /// the pid is in <host-root>/run/lvfs.pid). Without it, a server is started in the
-    /// background (log: <host-root>/run/lvfs.log) and this command returns once mounted.
+    /// the pid is in HOST_ROOT/run/lvfs.pid). Without it, a server is started in the
+    /// background (log: HOST_ROOT/run/lvfs.log) and this command returns once mounted.
     #[arg(long)]
     pub foreground: bool,
     /// Unmount and exit when the thread that started this process ends (needs --foreground).

@@ -56,7 +56,7 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 /// `bsud-sim ssh` arguments: ssh's own options are accepted and ignored (except `-n`).
 #[derive(Debug, clap::Args)]
 pub struct SshArgs {
-    /// Testbed directory; its hosts/<name>/host.json files name the simulated hosts.
+    /// Testbed directory; its files DIR/hosts/NAME/host.json name the simulated hosts.
     #[arg(long, value_name = "DIR")]
     pub testbed: PathBuf,
     /// An ssh option taking a value, ignored: -o OPTION, and likewise -p PORT, -i FILE,
