@@ -23,6 +23,7 @@ pub mod app;
 pub mod cli;
 pub mod cloud;
 pub mod config;
+pub mod crashpoint;
 pub mod drive;
 pub mod error;
 pub mod exec;

@@ -354,6 +354,7 @@ impl Engine<'_> {
                 .with_context(|| {
                     format!("linking volume {} to VM {} as {device}", v.id, id.vm_id)
                 })?;
+            crate::crashpoint::reached("link:requested");
         }
         wait_link(
             self.cloud,
@@ -410,6 +411,7 @@ impl Engine<'_> {
                 self.cloud
                     .create_tags(std::slice::from_ref(&r.vm.id), &[(key.clone(), t.clone())])
                     .context("recording the growth intent on the host VM")?;
+                crate::crashpoint::reached("grow:intent-recorded");
                 t
             }
         };
@@ -427,7 +429,10 @@ impl Engine<'_> {
         };
         let created = self.cloud.create_volume(&spec);
         let v = match created {
-            Ok(v) => v,
+            Ok(v) => {
+                crate::crashpoint::reached("grow:volume-created");
+                v
+            }
             Err(e) => {
                 // A refused create (quota, invalid size) will not succeed with this token later.
                 let _ = self.cloud.delete_tags(
@@ -446,9 +451,11 @@ impl Engine<'_> {
                 &drive_tags(&d.host, d.ds, &r.vm.id),
             )
             .with_context(|| format!("tagging volume {}", v.id))?;
+        crate::crashpoint::reached("grow:volume-tagged");
         self.cloud
             .delete_tags(std::slice::from_ref(&r.vm.id), &[(key, token)])
             .context("clearing the growth intent")?;
+        crate::crashpoint::reached("grow:intent-cleared");
         let v = wait_volume(
             self.cloud,
             &v.id,
@@ -457,7 +464,9 @@ impl Engine<'_> {
         )?;
         let v = self.link(d, &r.identity, &v, &r.vg)?;
         let path = self.device_path(d, &r.identity, &v, &r.vg)?;
+        crate::crashpoint::reached("grow:device-present");
         self.hosts.pv_add(&d.host, &d.vg(), &path, true)?;
+        crate::crashpoint::reached("grow:pv-added");
         Ok(())
     }
 
@@ -546,6 +555,7 @@ impl Engine<'_> {
                 std::slice::from_ref(&v.id),
                 &[(TAG_RELEASING.into(), "1".into())],
             )?;
+            crate::crashpoint::reached("release:marked");
             self.finish_release(d, &r.identity, &r.vg, v)?;
             report.released.push(v.id.clone());
         }
@@ -584,8 +594,10 @@ impl Engine<'_> {
                     }
                 }
                 self.hosts.pv_remove(&d.host, &d.vg(), &path)?;
+                crate::crashpoint::reached("release:pv-removed");
             }
             self.cloud.unlink_volume(&v.id, false)?;
+            crate::crashpoint::reached("release:unlink-requested");
         }
         if v.active_link().is_some() || v.state == VolumeState::InUse {
             wait_unlinked(self.cloud, &v.id, self.wait(self.timeouts.volume_unlink))?;
@@ -599,5 +611,148 @@ impl Engine<'_> {
         let total = d.settings.max_size_gib * GIB;
         let used = vg.lv_bytes;
         (used, total.saturating_sub(used), total)
+    }
+}
+
+/// What an adopt did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AdoptReport {
+    /// Volumes moved.
+    pub volumes: Vec<String>,
+    /// LVs found on the new host.
+    pub lvs: Vec<String>,
+}
+
+/// What a delete did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DeleteReport {
+    /// LVs removed (only with force).
+    pub lvs_removed: Vec<String>,
+    /// Volumes deleted.
+    pub volumes: Vec<String>,
+}
+
+impl Engine<'_> {
+    /// Moves drive (`from_host`, `to.ds`) to `to.host`: unlinks its volumes from the old VM
+    /// (forcing when asked, for a dead host), retags them, links them to the new VM; LVM then
+    /// finds the VG, with every LV, on the new host. Refuses when the new host already has a VG
+    /// of that name.
+    pub fn adopt(
+        &self,
+        from_host: &str,
+        to: &DriveRef,
+        force_unlink: bool,
+    ) -> anyhow::Result<AdoptReport> {
+        let from = DriveRef {
+            host: from_host.to_string(),
+            ds: to.ds,
+            settings: to.settings.clone(),
+        };
+        if from.host == to.host {
+            return Err(fail(
+                ErrorKind::BadInput,
+                "adopt: source and destination hosts are the same",
+            ));
+        }
+        let _l1 = self.lock(&from)?;
+        let _l2 = self.lock(to)?;
+        let target = self.hosts.identity(&to.host)?;
+        let existing = self.hosts.vg_report(&to.host, &to.vg())?;
+        if existing.exists {
+            return Err(fail(
+                ErrorKind::Refused,
+                format!(
+                    "host {} already has a volume group {}; adopting a second one would clash (remove or rename it first)",
+                    to.host,
+                    to.vg()
+                ),
+            ));
+        }
+        let vols = self.drive_volumes(&from)?;
+        if vols.is_empty() {
+            return Err(fail(
+                ErrorKind::Failed,
+                format!("drive {} has no volume in the cloud", from.name()),
+            ));
+        }
+        let mut report = AdoptReport::default();
+        for v in &vols {
+            if let Some(l) = v.active_link().filter(|l| l.vm_id != target.vm_id) {
+                tracing::info!(
+                    "adopt: unlinking {} from {} ({}){}",
+                    v.id,
+                    l.vm_id,
+                    l.device,
+                    if force_unlink { " with force" } else { "" }
+                );
+                self.cloud
+                    .unlink_volume(&v.id, force_unlink)
+                    .with_context(|| format!("unlinking {} from VM {}", v.id, l.vm_id))?;
+            }
+        }
+        for v in &vols {
+            if v.active_link().is_some_and(|l| l.vm_id != target.vm_id) {
+                wait_unlinked(self.cloud, &v.id, self.wait(self.timeouts.volume_unlink))
+                    .with_context(|| format!("volume {} did not detach; if its host is dead, retry with --force-unlink", v.id))?;
+            }
+            self.cloud.create_tags(
+                std::slice::from_ref(&v.id),
+                &drive_tags(&to.host, to.ds, &target.vm_id),
+            )?;
+            report.volumes.push(v.id.clone());
+        }
+        let r = self.reconcile(to)?;
+        if !r.vg.exists {
+            return Err(fail(
+                ErrorKind::Failed,
+                format!(
+                    "the volumes of {} are on {} but LVM there does not see {}",
+                    from.name(),
+                    to.host,
+                    to.vg()
+                ),
+            ));
+        }
+        report.lvs = r.vg.lvs.iter().map(|l| l.name.clone()).collect();
+        Ok(report)
+    }
+
+    /// Deletes a drive: its VG and BSUs. Refuses while LVs exist unless `force` (then removes
+    /// them — data loss, on purpose).
+    pub fn delete(&self, d: &DriveRef, force: bool) -> anyhow::Result<DeleteReport> {
+        let _lock = self.lock(d)?;
+        let r = self.reconcile(d)?;
+        let mut report = DeleteReport::default();
+        if !r.vg.lvs.is_empty() {
+            if !force {
+                let names: Vec<&str> = r.vg.lvs.iter().map(|l| l.name.as_str()).collect();
+                return Err(fail(
+                    ErrorKind::Refused,
+                    format!(
+                        "drive {} still holds {} LV(s): {}; remove them or use --force",
+                        d.name(),
+                        names.len(),
+                        names.join(", ")
+                    ),
+                ));
+            }
+            for lv in &r.vg.lvs {
+                tracing::warn!("drive delete --force: removing LV {}/{}", d.vg(), lv.name);
+                self.hosts.lv_remove(&d.host, &d.vg(), &lv.name)?;
+                report.lvs_removed.push(lv.name.clone());
+            }
+        }
+        for v in &r.volumes {
+            self.cloud.create_tags(
+                std::slice::from_ref(&v.id),
+                &[(TAG_RELEASING.into(), "1".into())],
+            )?;
+        }
+        let vg = self.hosts.vg_report(&d.host, &d.vg())?;
+        for v in &r.volumes {
+            self.finish_release(d, &r.identity, &vg, v)?;
+            report.volumes.push(v.id.clone());
+        }
+        Ok(report)
     }
 }
