@@ -146,7 +146,7 @@ impl ContentHasher {
     /// A chunk of content at `offset` (block-aligned, ≥ the end of the previous chunk):
     /// returns its runs of non-zero blocks with their digests.
     pub(crate) fn chunk(&mut self, offset: u64, data: &[u8]) -> Vec<Run> {
-        debug_assert!(offset >= self.pos && offset % BLOCK_SIZE == 0);
+        debug_assert!(offset >= self.pos && offset.is_multiple_of(BLOCK_SIZE));
         self.zeros_to(offset);
         if let Some(m) = &mut self.md5 {
             m.update(data);

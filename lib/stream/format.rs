@@ -17,7 +17,8 @@ const TAG_END: u8 = b'E';
 const TRAILER_HAS_MD5: u8 = 1;
 const HEADER_LEN: usize = 24;
 const DATA_HEAD_LEN: usize = 18;
-const TRAILER_LEN: usize = 58;
+const TRAILER_FIELDS_LEN: usize = 58;
+const TRAILER_LEN: usize = TRAILER_FIELDS_LEN + 16;
 
 /// How a data frame's payload is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +88,29 @@ pub(crate) fn encode_trailer(t: &Trailer) -> [u8; TRAILER_LEN] {
     b[2..10].copy_from_slice(&t.size.to_le_bytes());
     b[10..42].copy_from_slice(&t.digest);
     b[42..58].copy_from_slice(&t.md5.unwrap_or_default());
+    let seal = trailer_seal(&b[..TRAILER_FIELDS_LEN]);
+    b[TRAILER_FIELDS_LEN..].copy_from_slice(&seal);
     b
+}
+
+/// The end marker's own check: its digest field is checked against the content, but its MD5
+/// and flags are only carried, so a damaged bit there must still be caught.
+fn trailer_seal(fields: &[u8]) -> [u8; 16] {
+    let mut seal = [0u8; 16];
+    seal.copy_from_slice(&blake3::hash(fields).as_bytes()[..16]);
+    seal
+}
+
+fn le_u32(b: &[u8]) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(b);
+    u32::from_le_bytes(a)
+}
+
+fn le_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(b);
+    u64::from_le_bytes(a)
 }
 
 /// Decodes a stream, counting the bytes consumed (for error messages and statistics).
@@ -151,12 +174,16 @@ impl<R: Read> WireReader<R> {
         if flags & !FLAG_SIZE_KNOWN != 0 {
             bail!("the stream header has unknown flags {flags:#06x}");
         }
-        let block_size = u32::from_le_bytes([h[12], h[13], h[14], h[15]]);
+        let block_size = le_u32(&h[12..16]);
         if u64::from(block_size) != BLOCK_SIZE {
             bail!("the stream uses blocks of {block_size} bytes, this one-bsud only {BLOCK_SIZE}");
         }
-        let size = u64::from_le_bytes(h[16..24].try_into().unwrap_or_default());
-        Ok((flags & FLAG_SIZE_KNOWN != 0).then_some(size))
+        let size = le_u64(&h[16..24]);
+        let known = flags & FLAG_SIZE_KNOWN != 0;
+        if !known && size != 0 {
+            bail!("the stream header is corrupted: a size of {size} bytes flagged unknown");
+        }
+        Ok(known.then_some(size))
     }
 
     /// The next frame, structurally checked.
@@ -179,16 +206,16 @@ impl<R: Read> WireReader<R> {
             1 => Codec::Zstd,
             c => bail!("the stream is corrupted: unknown codec {c} in the data frame at byte {at}"),
         };
-        let offset = u64::from_le_bytes(h[1..9].try_into().unwrap_or_default());
-        let raw_len = u32::from_le_bytes(h[9..13].try_into().unwrap_or_default()) as usize;
-        let payload_len = u32::from_le_bytes(h[13..17].try_into().unwrap_or_default()) as usize;
+        let offset = le_u64(&h[1..9]);
+        let raw_len = le_u32(&h[9..13]) as usize;
+        let payload_len = le_u32(&h[13..17]) as usize;
         let bad = |what: String| {
             anyhow::anyhow!("the stream is corrupted: data frame at byte {at}: {what}")
         };
         if raw_len == 0 || raw_len > FRAME_BYTES {
             return Err(bad(format!("length {raw_len} out of range")));
         }
-        if offset % BLOCK_SIZE != 0 {
+        if !offset.is_multiple_of(BLOCK_SIZE) {
             return Err(bad(format!("offset {offset} is not block-aligned")));
         }
         let payload_ok = match codec {
@@ -216,18 +243,22 @@ impl<R: Read> WireReader<R> {
     }
 
     fn read_trailer(&mut self) -> anyhow::Result<Trailer> {
-        let mut b = [0u8; TRAILER_LEN - 1];
-        self.read_exact(&mut b, "the end marker")?;
-        let flags = b[0];
+        let mut b = [0u8; TRAILER_LEN];
+        b[0] = TAG_END;
+        self.read_exact(&mut b[1..], "the end marker")?;
+        if trailer_seal(&b[..TRAILER_FIELDS_LEN]) != b[TRAILER_FIELDS_LEN..] {
+            bail!("the stream is corrupted: its end marker fails its check");
+        }
+        let flags = b[1];
         if flags & !TRAILER_HAS_MD5 != 0 {
             bail!("the stream is corrupted: unknown end marker flags {flags:#04x}");
         }
         let mut digest = [0u8; 32];
-        digest.copy_from_slice(&b[9..41]);
+        digest.copy_from_slice(&b[10..42]);
         let mut md5 = [0u8; 16];
-        md5.copy_from_slice(&b[41..57]);
+        md5.copy_from_slice(&b[42..58]);
         Ok(Trailer {
-            size: u64::from_le_bytes(b[1..9].try_into().unwrap_or_default()),
+            size: le_u64(&b[2..10]),
             digest,
             md5: (flags & TRAILER_HAS_MD5 != 0).then_some(md5),
         })
@@ -308,6 +339,9 @@ mod tests {
         let mut h = encode_header(None);
         h[13] = 0x20;
         assert!(first_error(&h).contains("blocks of"));
+        let mut h = encode_header(Some(5));
+        h[10] = 0;
+        assert!(first_error(&h).contains("flagged unknown"));
     }
 
     #[test]
@@ -334,5 +368,8 @@ mod tests {
         });
         assert!(first_error(&stream(&[&h, &t, b"!"])).contains("follows the end marker"));
         assert!(first_error(&stream(&[&h, &t[..30]])).contains("inside the end marker"));
+        let mut bad_md5 = t;
+        bad_md5[50] ^= 1;
+        assert!(first_error(&stream(&[&h, &bad_md5])).contains("fails its check"));
     }
 }

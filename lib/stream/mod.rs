@@ -41,18 +41,22 @@
 //! ```text
 //! stream  = header frame* trailer EOF
 //! header  = "BSUDSTRM" version:u16=1 flags:u16 block_size:u32=65536 size:u64     (24 bytes)
-//!           flags bit 0: size is known (else size = 0 and only the trailer gives it)
+//!           flags bit 0: size is known (else size must be 0; the trailer gives it)
 //! frame   = 'D' codec:u8 offset:u64 raw_len:u32 payload_len:u32
 //!           digest:[u8;32] × ceil(raw_len / block_size)   BLAKE3 of each block's raw bytes
 //!           payload:[u8; payload_len]                      codec 0: raw; 1: one zstd frame
-//! trailer = 'E' flags:u8 size:u64 digest:[u8;32] md5:[u8;16]
-//!           flags bit 0: md5 present (else zeros)
+//! trailer = 'E' flags:u8 size:u64 digest:[u8;32] md5:[u8;16] seal:[u8;16]     (74 bytes)
+//!           flags bit 0: md5 present (else zeros); seal: BLAKE3 of the 58 bytes before it,
+//!           truncated to 16 bytes (the MD5 is carried, not recomputed, so it needs a check)
 //! ```
 //! Data frames come in strictly increasing, non-overlapping order; `offset` is a multiple of
 //! the block size; `1 ≤ raw_len ≤ FRAME_BYTES`, a multiple of the block size unless the frame
 //! ends at `size`; a zstd payload is smaller than `raw_len` (else the sender sends raw).
 //! The per-block digests let the receiver name the corrupted block at once; the trailer's
 //! stream digest covers what per-block digests cannot (offsets, dropped frames, the size).
+//! Together with the seal, a damaged stream is never accepted with different content: every
+//! damaged byte is refused, except inside a zstd payload that still decodes to the same
+//! bytes (which the block digests then prove).
 //!
 //! # Targets
 //! [`recv`] writes into a block device or a regular file. The target must be at least `L`

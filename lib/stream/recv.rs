@@ -148,7 +148,7 @@ fn read_stage(
                         f.offset
                     )));
                 }
-                let short = f.raw_len as u64 % BLOCK_SIZE != 0;
+                let short = !(f.raw_len as u64).is_multiple_of(BLOCK_SIZE);
                 if let Some(size) = header_size {
                     if end > size || (short && end != size) {
                         return Err(bad(format!(
