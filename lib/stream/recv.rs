@@ -21,6 +21,9 @@ use super::{
 };
 use crate::sys;
 
+/// Largest range zeroed in one call.
+const ZERO_PIECE: u64 = 1 << 30;
+
 /// How to receive.
 #[derive(Debug, Clone, Default)]
 pub struct RecvOptions {
@@ -301,10 +304,18 @@ fn write_stage(
                 progress.at(offset + data.len() as u64);
             }
             ToWrite::Zero { offset, len } => {
-                if !fresh {
-                    zeroer.zero(offset, len)?;
+                // In pieces: zeroing a large range can take minutes on a device without
+                // write-zeroes, and the log must show it is alive.
+                let end = offset + len;
+                let mut at = offset;
+                while at < end {
+                    let n = (end - at).min(ZERO_PIECE);
+                    if !fresh {
+                        zeroer.zero(at, n)?;
+                    }
+                    at += n;
+                    progress.at(at);
                 }
-                progress.at(offset + len);
             }
             ToWrite::End { size } => {
                 target.extend_to(size)?;
