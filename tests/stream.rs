@@ -446,6 +446,26 @@ fn stream_damage_is_reported_in_clear_words() {
     assert!(e.contains("corrupted"), "{e}");
 }
 
+/// Sends `source` from a thread into a real OS pipe and receives it here into a new file at
+/// `dst` (grown to size, fresh): (sender's stats, receiver's stats).
+fn through_os_pipe(mut source: Source<'_>, opts: &SendOptions, dst: &Path) -> (Stats, Stats) {
+    File::create(dst).unwrap();
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    std::thread::scope(|s| {
+        let sender = s.spawn(move || send(&mut source, &mut writer, opts));
+        // Owned here, so a failing receiver closes the pipe (unblocking the sender) before
+        // the scope waits for it.
+        let mut reader = reader;
+        let recv_opts = RecvOptions {
+            extend_file: true,
+            fresh: true,
+            ..RecvOptions::default()
+        };
+        let got = recv(&mut reader, &open_rw(dst), &recv_opts).unwrap();
+        (sender.join().unwrap().unwrap(), got)
+    })
+}
+
 #[test]
 fn stream_through_an_os_pipe_in_two_threads() {
     let dir = tempfile::tempdir().unwrap();
@@ -463,30 +483,13 @@ fn stream_through_an_os_pipe_in_two_threads() {
         .collect();
     make_file(&src, size, &extents);
     let dst = dir.path().join("dst");
-    File::create(&dst).unwrap();
-    let (reader, writer) = std::io::pipe().unwrap();
-    let sent = std::thread::scope(|s| {
-        let sender = s.spawn(|| {
-            let mut writer = writer;
-            let mut source = Source::open(&src, None).unwrap();
-            let opts = SendOptions {
-                compress: true,
-                ..SendOptions::default()
-            };
-            send(&mut source, &mut writer, &opts)
-        });
-        let mut reader = reader;
-        let opts = RecvOptions {
-            extend_file: true,
-            fresh: true,
-            ..RecvOptions::default()
-        };
-        let got = recv(&mut reader, &open_rw(&dst), &opts).unwrap();
-        let sent = sender.join().unwrap().unwrap();
-        assert_eq!(got.digest, sent.digest);
-        assert_eq!(got.wire_bytes, sent.wire_bytes);
-        sent
-    });
+    let opts = SendOptions {
+        compress: true,
+        ..SendOptions::default()
+    };
+    let (sent, got) = through_os_pipe(Source::open(&src, None).unwrap(), &opts, &dst);
+    assert_eq!(got.digest, sent.digest);
+    assert_eq!(got.wire_bytes, sent.wire_bytes);
     assert_eq!(sent.data_bytes, 21 * 1536 * 1024 + 5 * B);
     assert_eq!(std::fs::metadata(&dst).unwrap().len(), size);
     assert_eq!(first_difference(&src, &dst, size), None);
@@ -563,36 +566,18 @@ fn stream_memory_stays_bounded() {
     }
     let dir = tempfile::tempdir().unwrap();
     let dst = dir.path().join("dst");
-    File::create(&dst).unwrap();
     let size = 1 << 30;
     let before = peak_rss_kib();
-    let (reader, writer) = std::io::pipe().unwrap();
-    std::thread::scope(|s| {
-        let sender = s.spawn(|| {
-            let generated = Generated {
-                data: 64 * MIB,
-                size,
-                pos: 0,
-                block: random_bytes(30, 4093),
-            };
-            let mut writer = writer;
-            send(
-                &mut Source::from_reader(generated, None),
-                &mut writer,
-                &SendOptions::default(),
-            )
-        });
-        let mut reader = reader;
-        let opts = RecvOptions {
-            extend_file: true,
-            fresh: true,
-            ..RecvOptions::default()
-        };
-        let got = recv(&mut reader, &open_rw(&dst), &opts).unwrap();
-        let sent = sender.join().unwrap().unwrap();
-        assert_eq!((got.logical_bytes, got.data_bytes), (size, 64 * MIB));
-        assert_eq!(got.digest, sent.digest);
-    });
+    let generated = Generated {
+        data: 64 * MIB,
+        size,
+        pos: 0,
+        block: random_bytes(30, 4093),
+    };
+    let source = Source::from_reader(generated, None);
+    let (sent, got) = through_os_pipe(source, &SendOptions::default(), &dst);
+    assert_eq!((got.logical_bytes, got.data_bytes), (size, 64 * MIB));
+    assert_eq!(got.digest, sent.digest);
     let grew_mib = (peak_rss_kib() - before) / 1024;
     println!("peak rss grew by {grew_mib} MiB");
     // Two pipelines of ~4 MiB items each, plus allocator slack; far below the 64 MiB of data.
