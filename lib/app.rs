@@ -121,12 +121,12 @@ pub fn run(argv: Vec<OsString>, stdin: &mut dyn Read, env: &Env) -> Outcome {
                 Command::Ds(a) => {
                     let (name, args) = a.parts();
                     logging::set_context(|c| c.action = name.to_string());
-                    crate::actions::ds::run(&ctx, name, args, stdin)
+                    crate::actions::ds::run(&ctx, name, args, stdin).map_err(|e| named(name, e))
                 }
                 Command::Tm(a) => {
                     let (name, args) = a.parts();
                     logging::set_context(|c| c.action = name.to_string());
-                    crate::actions::tm::run(&ctx, name, args, stdin)
+                    crate::actions::tm::run(&ctx, name, args, stdin).map_err(|e| named(name, e))
                 }
                 Command::Drive(cmd) => crate::drive::cli::run_drive(&ctx, cmd),
                 Command::Cloud(cmd) => crate::drive::cli::run_cloud(&ctx, cmd),
@@ -140,6 +140,17 @@ pub fn run(argv: Vec<OsString>, stdin: &mut dyn Read, env: &Env) -> Outcome {
                 }
             }
         }
+    }
+}
+
+/// Every action error line starts with the action name (`cp: …`, `clone: …`): oned shows the
+/// line alone (image or VM error, oned.log), so it must say which step failed. Messages that
+/// already name it are left alone.
+fn named(action: &str, e: anyhow::Error) -> anyhow::Error {
+    if one_line(&e).starts_with(&format!("{action}: ")) {
+        e
+    } else {
+        e.context(action.to_string())
     }
 }
 
@@ -170,4 +181,89 @@ pub fn main_entry() -> ExitCode {
         let _ = std::io::stderr().write_all(text.as_bytes());
     }
     ExitCode::from(outcome.code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_with_config(dir: &std::path::Path, extra: &str) -> Env {
+        let config = dir.join("bsud.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "journald = false\nlock_dir = {:?}\n{extra}\n",
+                dir.join("locks")
+            ),
+        )
+        .unwrap();
+        Env::from_pairs([("BSUD_CONFIG", config.to_str().unwrap())])
+    }
+
+    fn run_args(args: &[&str], stdin: &[u8], env: &Env) -> Outcome {
+        run(
+            args.iter().map(OsString::from).collect(),
+            &mut &stdin[..],
+            env,
+        )
+    }
+
+    #[test]
+    fn action_errors_name_the_action_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_with_config(dir.path(), "");
+        let o = run_args(&["one-bsud", "ds", "cp", "7"], b"!!", &env);
+        assert_eq!(
+            (o.code(), o.error_text()),
+            (
+                2,
+                "cp: driver message is not valid base64: '!' at offset 0\n".to_string()
+            )
+        );
+        let o = run_args(&["/r/tm/bsud/delete", "h:/d/1/2", "x", "1"], b"", &env);
+        assert_eq!(
+            o.error_text(),
+            "delete: vm id \"x\" is not a non-negative integer\n"
+        );
+        let o = run_args(&["/r/tm/bsud/delete", "h:/d/1/2", "2", "1"], b"", &env);
+        assert_eq!(
+            (o.code(), o.error_text()),
+            (4, "delete: not implemented yet\n".to_string())
+        );
+        assert!(o.stdout.is_empty());
+    }
+
+    #[test]
+    fn markers_wrap_the_final_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_with_config(dir.path(), "error_markers = true");
+        let o = run_args(
+            &["/r/tm/bsud/mkswap", "0", "h:/d/1/2/disk.1", "2", "1"],
+            b"",
+            &env,
+        );
+        assert_eq!(
+            (o.code(), o.error_text()),
+            (
+                2,
+                "ERROR MESSAGE --8<------\nmkswap: size must be at least 1 MB\nERROR MESSAGE ------>8--\n"
+                    .to_string()
+            )
+        );
+    }
+
+    #[test]
+    fn configuration_errors_exit_3() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_with_config(dir.path(), "no_such_key = 1");
+        let o = run_args(&["one-bsud", "ds", "monitor", "1"], b"", &env);
+        assert_eq!(o.code(), 3);
+        assert!(o.error_text().contains("no_such_key"), "{}", o.error_text());
+        let env = Env::from_pairs([("BSUD_CONFIG", "/nonexistent/bsud.toml")]);
+        let o = run_args(&["one-bsud", "ds", "monitor", "1"], b"", &env);
+        assert_eq!(o.code(), 3);
+        assert!(o
+            .error_text()
+            .starts_with("cannot read configuration /nonexistent/bsud.toml: "));
+    }
 }

@@ -190,6 +190,27 @@ impl TmAction {
     }
 }
 
+/// Every command path (`[]`, `["ds"]`, `["ds", "cp"]`, …) with its one-line description, so
+/// tests can check that each `--help` says what the command does.
+pub fn command_descriptions() -> Vec<(Vec<String>, String)> {
+    fn walk(cmd: &clap::Command, prefix: Vec<String>, out: &mut Vec<(Vec<String>, String)>) {
+        let about = cmd.get_about().map(|a| a.to_string()).unwrap_or_default();
+        out.push((prefix.clone(), about));
+        for sub in cmd.get_subcommands() {
+            let mut p = prefix.clone();
+            p.push(sub.get_name().to_string());
+            walk(sub, p, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(
+        &<Cli as clap::CommandFactory>::command(),
+        Vec::new(),
+        &mut out,
+    );
+    out
+}
+
 /// The hidden first argument the action entries pass: `one-bsud --invoked-as "$0" "$@"`.
 pub const INVOKED_AS: &str = "--invoked-as";
 
@@ -227,11 +248,18 @@ pub fn invocation_argv(argv: Vec<OsString>) -> anyhow::Result<Vec<OsString>> {
     }
 }
 
+/// `one-bsud <kind> <action> -- <args>`: the `--` makes every argument oned passes data, even
+/// one that looks like an option (`--help` must never turn an action into a help screen that
+/// exits 0).
 fn explicit(argv0: OsString, kind: &str, action: String, rest: Vec<OsString>) -> Vec<OsString> {
-    let mut v = vec![argv0, kind.into(), action.into()];
+    let mut v = vec![argv0, kind.into(), action.into(), "--".into()];
     v.extend(rest);
     v
 }
+
+/// The binary's own file name: it is installed inside `tm/bsud/` beside the entries (and run
+/// from there as the host agent), so that name is never an action.
+pub const BINARY_NAME: &str = "one-bsud";
 
 /// `(kind, action)` when `path` is `…/datastore/<drv>/<action>` or `…/tm/<drv>/<action[.tm]>`.
 /// `Ok(None)` when the path does not look like an action entry at all; an error when it does
@@ -240,6 +268,9 @@ pub fn action_of_path(path: &Path) -> anyhow::Result<Option<(&'static str, Strin
     let Some(name) = path.file_name().and_then(OsStr::to_str) else {
         return Ok(None);
     };
+    if name == BINARY_NAME {
+        return Ok(None);
+    }
     let Some(kind_dir) = path
         .parent()
         .and_then(Path::parent)
@@ -303,6 +334,7 @@ mod tests {
                 "/var/lib/one/remotes/datastore/bsud/clone",
                 "ds",
                 "clone",
+                "--",
                 "b64",
                 "7"
             ]
@@ -328,8 +360,41 @@ mod tests {
                 "a",
                 "-"
             ]),
-            ["/opt/one-bsud", "tm", "clone", "a", "-"]
+            ["/opt/one-bsud", "tm", "clone", "--", "a", "-"]
         );
+    }
+
+    #[test]
+    fn option_lookalikes_from_oned_stay_data() {
+        for argv0 in ["/r/tm/bsud/delete", "/usr/bin/one-bsud"] {
+            let mut argv = vec![argv0];
+            if argv0.ends_with("one-bsud") {
+                argv.extend([INVOKED_AS, "/r/tm/bsud/delete"]);
+            }
+            argv.extend(["--help", "1", "2"]);
+            let cli = Cli::try_parse_from(rw(&argv)).unwrap();
+            match cli.command {
+                Command::Tm(a) => assert_eq!(
+                    a.parts(),
+                    ("delete", &["--help".into(), "1".into(), "2".into()][..])
+                ),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_installed_binary_is_not_an_action() {
+        assert_eq!(
+            rw(&["/var/tmp/one/tm/bsud/one-bsud", "host", "x"]),
+            ["/var/tmp/one/tm/bsud/one-bsud", "host", "x"]
+        );
+        assert!(invocation_argv(vec![
+            "x".into(),
+            INVOKED_AS.into(),
+            "/r/tm/bsud/one-bsud".into()
+        ])
+        .is_err());
     }
 
     #[test]

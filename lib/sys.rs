@@ -44,11 +44,31 @@ pub fn block_zero_out(f: &File, offset: u64, len: u64) -> io::Result<()> {
 
 /// Deallocates a range of a regular file so it reads as zeros (keeps the file size).
 pub fn punch_hole(f: &File, offset: u64, len: u64) -> io::Result<()> {
+    fallocate(
+        f,
+        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+        offset,
+        len,
+    )
+}
+
+/// `fallocate(ZERO_RANGE | KEEP_SIZE)`: the range reads as zeros afterwards. File systems that
+/// cannot (tmpfs) answer `EOPNOTSUPP`; callers fall back to [`punch_hole`].
+pub fn zero_range(f: &File, offset: u64, len: u64) -> io::Result<()> {
+    fallocate(
+        f,
+        libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+        offset,
+        len,
+    )
+}
+
+fn fallocate(f: &File, mode: libc::c_int, offset: u64, len: u64) -> io::Result<()> {
     // SAFETY: fallocate(2) on a valid fd with integer arguments.
     let r = unsafe {
         libc::fallocate(
             f.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            mode,
             offset as libc::off_t,
             len as libc::off_t,
         )
@@ -90,6 +110,54 @@ pub fn die_with_parent() {
     // SAFETY: prctl(2) with integer arguments.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
+}
+
+/// Sets the signal this process gets when its parent thread dies (`PR_SET_PDEATHSIG`), for a
+/// server that must clean up (unmount) rather than be killed outright.
+pub fn parent_death_signal(sig: i32) {
+    // SAFETY: prctl(2) with integer arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong);
+    }
+}
+
+fn sigset(sigs: &[i32]) -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the set; sigaddset only writes into it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in sigs {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Blocks these signals in the calling thread and the threads it starts afterwards, so that
+/// one thread can take them with [`wait_signal`]. (Children started by `std::process` get a
+/// clean mask.) Call it before starting any thread.
+pub fn block_signals(sigs: &[i32]) -> io::Result<()> {
+    let set = sigset(sigs);
+    // SAFETY: pthread_sigmask with a valid set and no old-set pointer.
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if r != 0 {
+        Err(io::Error::from_raw_os_error(r))
+    } else {
+        Ok(())
+    }
+}
+
+/// Waits until one of these (blocked) signals arrives and returns it.
+pub fn wait_signal(sigs: &[i32]) -> io::Result<i32> {
+    let set = sigset(sigs);
+    let mut sig: libc::c_int = 0;
+    // SAFETY: sigwait with a valid set and a valid output pointer.
+    let r = unsafe { libc::sigwait(&set, &mut sig) };
+    if r != 0 {
+        Err(io::Error::from_raw_os_error(r))
+    } else {
+        Ok(sig)
     }
 }
 

@@ -16,6 +16,7 @@ pub fn run(
     stdin: &mut dyn Read,
 ) -> anyhow::Result<ActionOutput> {
     let input = read_ds_input(args, stdin)?;
+    input.message.check_for(action)?;
     let image_id = input.message.image.as_ref().and_then(|i| i.id);
     let ds_id = input.message.datastore.id;
     crate::logging::set_context(|c| {

@@ -7,8 +7,13 @@
 
 pub mod decode;
 pub mod ds;
+pub mod one_api;
 pub mod tm;
 
+use std::sync::OnceLock;
+
+use crate::cloud::outscale::OutscaleCloud;
+use crate::cloud::Cloud;
 use crate::config::{Config, Env};
 
 /// What every action gets: the configuration and the environment. Clients for the cloud and
@@ -20,12 +25,30 @@ pub struct Ctx {
     pub config: Config,
     /// The environment.
     pub env: Env,
+    /// OpenNebula lookups (cached).
+    pub one: one_api::OneApi,
+    cloud: OnceLock<OutscaleCloud>,
 }
 
 impl Ctx {
     /// A context.
     pub fn new(config: Config, env: Env) -> Ctx {
-        Ctx { config, env }
+        Ctx {
+            config,
+            env,
+            one: one_api::OneApi::default(),
+            cloud: OnceLock::new(),
+        }
+    }
+
+    /// The cloud client, built on first use (one per process: it carries the SDK's limiter).
+    pub fn cloud(&self) -> anyhow::Result<&dyn Cloud> {
+        if let Some(c) = self.cloud.get() {
+            return Ok(c);
+        }
+        let creds = self.config.cloud.resolve()?;
+        let c = OutscaleCloud::new(&creds)?;
+        Ok(self.cloud.get_or_init(|| c))
     }
 }
 

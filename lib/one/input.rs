@@ -145,6 +145,23 @@ pub fn decode_message(bytes: &[u8]) -> anyhow::Result<String> {
     let raw = if trimmed[0] == b'<' {
         bytes.to_vec()
     } else {
+        // Named here rather than by the decoder, which reports symbols as numbers.
+        let stray = bytes.iter().enumerate().find(|(_, b)| {
+            !(b.is_ascii_alphanumeric()
+                || b.is_ascii_whitespace()
+                || matches!(b, b'+' | b'/' | b'='))
+        });
+        if let Some((at, &b)) = stray {
+            let what = if b.is_ascii() {
+                format!("{:?}", char::from(b))
+            } else {
+                format!("byte 0x{b:02x}")
+            };
+            return Err(fail(
+                ErrorKind::BadInput,
+                format!("driver message is not valid base64: {what} at offset {at}"),
+            ));
+        }
         let engine = base64::engine::GeneralPurpose::new(
             &base64::alphabet::STANDARD,
             base64::engine::GeneralPurposeConfig::new()
@@ -158,8 +175,12 @@ pub fn decode_message(bytes: &[u8]) -> anyhow::Result<String> {
             )
         })?
     };
-    let text = String::from_utf8(raw)
-        .map_err(|_| fail(ErrorKind::BadInput, "driver message is not UTF-8 text"))?;
+    let text = String::from_utf8(raw).map_err(|_| {
+        fail(
+            ErrorKind::BadInput,
+            "driver message is neither XML nor base64 of XML: it decodes to binary data",
+        )
+    })?;
     if !text.trim_start().starts_with('<') {
         return Err(fail(
             ErrorKind::BadInput,
@@ -220,5 +241,17 @@ mod tests {
         assert!(err(&["5"], b"").contains("empty"));
         let big = vec![b'A'; MAX_MESSAGE_BYTES + 10];
         assert!(err(&["5"], &big).contains("larger than"));
+        assert!(err(&["-", "5"], &big).contains("larger than"));
+        // Linux caps one argv string at 128 KiB, but the rule does not depend on it.
+        let big = String::from_utf8(big).unwrap();
+        assert!(err(&[&big, "5"], b"").contains("larger than"));
+        assert_eq!(
+            err(&["5"], b"PERT\n X0RS\x01"),
+            "driver message is not valid base64: '\\u{1}' at offset 10"
+        );
+        assert_eq!(
+            err(&["5"], "PERT\u{e9}".as_bytes()),
+            "driver message is not valid base64: byte 0xc3 at offset 4"
+        );
     }
 }

@@ -174,16 +174,7 @@ pub struct Marketplace {
 impl DsMessage {
     /// Parses the decoded XML document.
     pub fn from_xml(xml: &str) -> anyhow::Result<DsMessage> {
-        let root = Element::parse(xml)?;
-        if root.name != "DS_DRIVER_ACTION_DATA" {
-            return Err(fail(
-                ErrorKind::BadInput,
-                format!(
-                    "driver message has root element <{}>, expected <DS_DRIVER_ACTION_DATA>",
-                    root.name
-                ),
-            ));
-        }
+        let root = Element::parse_document(xml, "DS_DRIVER_ACTION_DATA", "driver message")?;
         let ds = root.child("DATASTORE").ok_or_else(|| {
             fail(
                 ErrorKind::BadInput,
@@ -216,6 +207,56 @@ impl DsMessage {
             monitor_vm_disks,
             source_bridge_list,
         })
+    }
+
+    /// Checks that the message carries what datastore action `action` needs before anything
+    /// is touched; the error names the action and the missing element.
+    ///
+    /// | action | needs |
+    /// |---|---|
+    /// | cp | IMAGE/ID, IMAGE/PATH |
+    /// | mkfs | IMAGE/ID, IMAGE/SIZE |
+    /// | clone | IMAGE/ID, IMAGE/PATH (the original's SOURCE), IMAGE/CLONING_ID |
+    /// | rm, export | IMAGE/ID |
+    /// | snap_delete, snap_revert, snap_flatten | IMAGE/ID, IMAGE/TARGET_SNAPSHOT ≥ 0 |
+    /// | stat | IMAGE/PATH |
+    /// | monitor | DATASTORE only (always checked by [`DsMessage::from_xml`]) |
+    pub fn check_for(&self, action: &str) -> anyhow::Result<()> {
+        let missing = |what: &str| {
+            fail(
+                ErrorKind::BadInput,
+                format!("{action}: driver message has no {what}"),
+            )
+        };
+        match action {
+            "monitor" => return Ok(()),
+            "stat" => {
+                let image = self.require_image(action)?;
+                if image.path.trim().is_empty() {
+                    return Err(missing("IMAGE/PATH"));
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+        let image = self.require_image(action)?;
+        image
+            .require_id()
+            .map_err(|e| fail(ErrorKind::BadInput, format!("{action}: {e:#}")))?;
+        match action {
+            "cp" if image.path.trim().is_empty() => Err(missing("IMAGE/PATH")),
+            "mkfs" if image.size_mb.is_none() => Err(missing("IMAGE/SIZE")),
+            "clone" if image.path.trim().is_empty() => Err(missing("IMAGE/PATH")),
+            "clone" if image.cloning_id.is_none_or(|i| i < 0) => {
+                Err(missing("IMAGE/CLONING_ID (the image to clone)"))
+            }
+            "snap_delete" | "snap_revert" | "snap_flatten"
+                if image.target_snapshot.is_none_or(|s| s < 0) =>
+            {
+                Err(missing("IMAGE/TARGET_SNAPSHOT (the snapshot to act on)"))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The image, or a bad-input error naming the action that needed it.
@@ -287,6 +328,15 @@ impl Image {
 }
 
 impl Datastore {
+    /// Parses a `<DATASTORE>` document, as `onedatastore show -x` prints it.
+    pub fn from_xml(xml: &str) -> anyhow::Result<Datastore> {
+        Datastore::from_element(&Element::parse_document(
+            xml,
+            "DATASTORE",
+            "datastore document",
+        )?)
+    }
+
     fn from_element(e: &Element) -> anyhow::Result<Datastore> {
         let id = int_field(e, "ID", "DATASTORE/ID")?
             .ok_or_else(|| fail(ErrorKind::BadInput, "driver message has no DATASTORE/ID"))?;
@@ -384,5 +434,108 @@ mod tests {
             ok.require_image("cp").unwrap().require_id().unwrap_err()
         )
         .contains("no IMAGE/ID"));
+    }
+
+    fn msg(image: &str, extra: &str) -> DsMessage {
+        DsMessage::from_xml(&format!(
+            "<DS_DRIVER_ACTION_DATA>{image}<DATASTORE><ID>101</ID></DATASTORE>{extra}</DS_DRIVER_ACTION_DATA>"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn each_action_names_what_it_misses() {
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            ("monitor", "", None),
+            ("cp", "", Some("cp: driver message has no IMAGE element")),
+            ("cp", "<IMAGE><PATH>/x</PATH></IMAGE>", Some("cp: driver message has no IMAGE/ID")),
+            ("cp", "<IMAGE><ID>-1</ID><PATH>/x</PATH></IMAGE>", Some("cp: IMAGE/ID -1 is negative")),
+            ("cp", "<IMAGE><ID>3</ID></IMAGE>", Some("cp: driver message has no IMAGE/PATH")),
+            ("cp", "<IMAGE><ID>3</ID><PATH>/x</PATH></IMAGE>", None),
+            ("mkfs", "<IMAGE><ID>3</ID></IMAGE>", Some("mkfs: driver message has no IMAGE/SIZE")),
+            ("mkfs", "<IMAGE><ID>3</ID><SIZE>10</SIZE></IMAGE>", None),
+            ("rm", "<IMAGE><ID>3</ID></IMAGE>", None),
+            ("export", "<IMAGE/>", Some("export: driver message has no IMAGE/ID")),
+            ("stat", "<IMAGE><SIZE/></IMAGE>", Some("stat: driver message has no IMAGE/PATH")),
+            ("stat", "<IMAGE><PATH>/x</PATH></IMAGE>", None),
+            (
+                "clone",
+                "<IMAGE><ID>4</ID><PATH>h:vg-one-1/img-one-3</PATH><CLONING_ID>-1</CLONING_ID></IMAGE>",
+                Some("clone: driver message has no IMAGE/CLONING_ID (the image to clone)"),
+            ),
+            (
+                "clone",
+                "<IMAGE><ID>4</ID><PATH>h:vg-one-1/img-one-3</PATH><CLONING_ID>3</CLONING_ID></IMAGE>",
+                None,
+            ),
+            (
+                "snap_revert",
+                "<IMAGE><ID>4</ID><TARGET_SNAPSHOT>-1</TARGET_SNAPSHOT></IMAGE>",
+                Some("snap_revert: driver message has no IMAGE/TARGET_SNAPSHOT (the snapshot to act on)"),
+            ),
+            ("snap_flatten", "<IMAGE><ID>4</ID><TARGET_SNAPSHOT>0</TARGET_SNAPSHOT></IMAGE>", None),
+        ];
+        for (action, image, want) in cases {
+            let got = msg(image, "").check_for(action);
+            match want {
+                None => assert!(got.is_ok(), "{action} {image}: {got:?}"),
+                Some(w) => {
+                    let e = got.unwrap_err();
+                    assert_eq!(crate::error::exit_code(&e), 2);
+                    assert_eq!(format!("{e:#}"), *w);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn extra_elements_and_escaped_values() {
+        let m = msg(
+            "<IMAGE><ID>4</ID><PATH>https://h/a?b=1&amp;c=&lt;2&gt;</PATH><TEMPLATE><MD5><![CDATA[ab&cd]]></MD5><SHA1>e&amp;f</SHA1></TEMPLATE></IMAGE>",
+            "<MARKETPLACE><ID>2</ID><NAME>OpenNebula Public</NAME><MARKET_MAD><![CDATA[one]]></MARKET_MAD>\
+             <TEMPLATE><ENDPOINT>https://marketplace.opennebula.io</ENDPOINT></TEMPLATE></MARKETPLACE>\
+             <SOURCE_BRIDGE_LIST>kvm1  kvm2\nkvm3</SOURCE_BRIDGE_LIST><UNKNOWN_FUTURE_ELEMENT><X/></UNKNOWN_FUTURE_ELEMENT>",
+        );
+        let i = m.image.as_ref().unwrap();
+        assert_eq!(i.path, "https://h/a?b=1&c=<2>");
+        assert_eq!(i.template.get("MD5"), Some("ab&cd"));
+        assert_eq!(i.template.get("SHA1"), Some("e&f"));
+        let mp = m.marketplace.as_ref().unwrap();
+        assert_eq!(
+            (mp.id, mp.name.as_str(), mp.market_mad.as_str()),
+            (Some(2), "OpenNebula Public", "one")
+        );
+        assert_eq!(
+            mp.template.get("ENDPOINT"),
+            Some("https://marketplace.opennebula.io")
+        );
+        assert_eq!(
+            m.source_bridge_list.as_deref(),
+            Some(&["kvm1".to_string(), "kvm2".into(), "kvm3".into()][..])
+        );
+    }
+
+    #[test]
+    fn malformed_numbers_are_named() {
+        let m = |image: &str| {
+            let e = DsMessage::from_xml(&format!(
+                "<DS_DRIVER_ACTION_DATA>{image}<DATASTORE><ID>1</ID></DATASTORE></DS_DRIVER_ACTION_DATA>"
+            ))
+            .unwrap_err();
+            assert_eq!(crate::error::exit_code(&e), 2);
+            format!("{e:#}")
+        };
+        assert_eq!(
+            m("<IMAGE><ID>7a</ID></IMAGE>"),
+            "IMAGE/ID is \"7a\", not an integer"
+        );
+        assert_eq!(
+            m("<IMAGE><SIZE>-5</SIZE></IMAGE>"),
+            "IMAGE/SIZE is negative (-5)"
+        );
+        assert_eq!(
+            m("<IMAGE><SNAPSHOTS><SNAPSHOT><ID>x</ID></SNAPSHOT></SNAPSHOTS></IMAGE>"),
+            "IMAGE/SNAPSHOTS/SNAPSHOT/ID is \"x\", not an integer"
+        );
     }
 }

@@ -16,6 +16,11 @@ pub mod tm;
 pub mod vm;
 pub mod xml;
 
+#[cfg(test)]
+mod fixtures_tests;
+#[cfg(test)]
+mod trace_tests;
+
 /// Datastore actions this driver answers, as named in `remotes/datastore/bsud/`.
 pub const DS_ACTIONS: &[&str] = &[
     "cp",

@@ -3,7 +3,9 @@
 //! oned passes positional arguments only (each shell-escaped by one_tm, so they arrive intact);
 //! stdin is empty except for pre/post/failmigrate (base64 VM XML). Every action is validated
 //! here, before anything is touched: argument counts, `host:path` shapes, numeric ids and sizes,
-//! `disk.N` names. Paths are normalised (`//` collapsed, no `..`).
+//! `disk.N` names. Paths are normalised (`//` collapsed) and limited to the characters
+//! OpenNebula's own paths use, `[A-Za-z0-9._+/@-]`, without `..`: nothing that a shell or ssh
+//! could ever read as syntax gets past this module.
 
 use std::ffi::OsString;
 use std::io::Read;
@@ -80,15 +82,30 @@ pub fn disk_id_of(path: &str) -> Option<u32> {
     n.parse().ok()
 }
 
-/// Normalises an absolute path and refuses `..`, NUL and newlines.
+/// Whether `c` may appear in a path oned gives us. OpenNebula builds every TM path from
+/// `DATASTORE_LOCATION`, numeric ids and `disk.N` (`/var/lib/one//datastores/101/7/disk.0`),
+/// context paths from `/var/lib/one/vms/<id>/`, and image SOURCEs from hashes or our own
+/// `vg-one-<D>/img-one-<N>`; nothing legitimate needs quotes, `$`, spaces or separators, so
+/// refusing them here keeps every later shell and ssh string free of them.
+fn is_path_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '/' | '@' | '-')
+}
+
+/// The first character of `s` that `allowed` refuses, as an error naming the argument.
+fn refuse_chars(s: &str, what: &str, allowed: fn(char) -> bool) -> anyhow::Result<()> {
+    match s.chars().find(|c| !allowed(*c)) {
+        None => Ok(()),
+        Some(c) => Err(bad(format!(
+            "{what} {s:?} contains the character {c:?}, which is not allowed (only letters, digits and . _ + / @ -)"
+        ))),
+    }
+}
+
+/// Normalises an absolute path; refuses `..` and any character outside [`is_path_char`].
 fn checked_path(p: &str, what: &str) -> anyhow::Result<String> {
+    refuse_chars(p, &format!("{what} path"), is_path_char)?;
     if !p.starts_with('/') {
         return Err(bad(format!("{what} path {p:?} is not absolute")));
-    }
-    if p.contains('\0') || p.contains('\n') || p.contains('\r') {
-        return Err(bad(format!(
-            "{what} path {p:?} contains a control character"
-        )));
     }
     if p.split('/').any(|c| c == "..") {
         return Err(bad(format!("{what} path {p:?} contains '..'")));
@@ -431,7 +448,7 @@ impl TmArgs {
             "delete" => {
                 want(3, "host:path vm_id ds_id")?;
                 TmArgs::Delete {
-                    target: Target::parse(&a[0], "path")?,
+                    target: Target::parse(&a[0], "target")?,
                     vm_id: vm(&a[1])?,
                     ds_id: ds(&a[2])?,
                 }
@@ -504,17 +521,17 @@ impl TmArgs {
                     crate::exec::ssh::validate_host(h)
                         .map_err(|_| bad(format!("{action}: invalid host name {h:?}")))?;
                 }
-                let raw = super::input::read_limited(stdin)?;
-                let xml = super::input::decode_message(&raw)
-                    .map_err(|e| bad(format!("{action}: the VM on stdin: {e:#}")))?;
+                let on_stdin = |e: anyhow::Error| bad(format!("{action}: the VM on stdin: {e:#}"));
+                let raw = super::input::read_limited(stdin).map_err(on_stdin)?;
+                let xml = super::input::decode_message(&raw).map_err(on_stdin)?;
                 let m = MigrateArgs {
                     src_host: a[0].clone(),
                     dst_host: a[1].clone(),
                     vm_dir: checked_path(&a[2], "VM directory")?,
                     vm_id: vm(&a[3])?,
                     ds_id: ds(&a[4])?,
-                    caller_tm: a.get(5).cloned(),
-                    vm: VmXml::from_xml(&xml)?,
+                    caller_tm: a.get(5).map(|t| tm_name_arg(t, action)).transpose()?,
+                    vm: VmXml::from_xml(&xml).map_err(on_stdin)?,
                 };
                 match action {
                     "premigrate" => TmArgs::Premigrate(m),
@@ -578,12 +595,25 @@ impl HostPath {
         }
         crate::exec::ssh::validate_host(host)
             .map_err(|_| bad(format!("source {arg:?} has an invalid host name {host:?}")))?;
-        if path.contains('\0') || path.contains('\n') || path.split('/').any(|c| c == "..") {
-            return Err(bad(format!("source {arg:?} has an unsafe path")));
-        }
         let path = if path.starts_with('/') {
-            super::normalize_path(path)
+            checked_path(path, "source")?
         } else {
+            refuse_chars(path, "source path", is_path_char)?;
+            // Our own SOURCE: exactly `<vg>/<lv>`, names LVM would accept as words.
+            match path.split_once('/') {
+                Some((vg, lv))
+                    if !vg.is_empty()
+                        && !lv.is_empty()
+                        && !lv.contains('/')
+                        && ![vg, lv]
+                            .iter()
+                            .any(|n| n.starts_with('-') || *n == "." || *n == "..") => {}
+                _ => {
+                    return Err(bad(format!(
+                    "source {arg:?}: the path must be absolute or <volume group>/<logical volume>"
+                )))
+                }
+            }
             path.to_string()
         };
         Ok(HostPath {
@@ -593,9 +623,32 @@ impl HostPath {
     }
 }
 
+/// The raw SOURCE of mvds/cpds: another driver's path or our `host:vg/lv`, as oned stores it.
 fn source_arg(s: &str) -> anyhow::Result<String> {
-    if s.is_empty() || s.contains('\0') || s.contains('\n') || s.chars().any(char::is_whitespace) {
-        return Err(bad(format!("source {s:?} is empty or contains whitespace")));
+    if s.is_empty() {
+        return Err(bad("source argument is empty".into()));
+    }
+    refuse_chars(s, "source", |c| is_path_char(c) || c == ':')?;
+    if s.starts_with('-') || s.split(['/', ':']).any(|c| c == "..") {
+        return Err(bad(format!(
+            "source {s:?} starts with '-' or contains '..'"
+        )));
+    }
+    Ok(s.to_string())
+}
+
+/// The 6th migrate argument: the name of the system TM that fanned out to us.
+fn tm_name_arg(s: &str, action: &str) -> anyhow::Result<String> {
+    if s.is_empty()
+        || s.len() > 64
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        || s.starts_with('-')
+    {
+        return Err(bad(format!(
+            "{action}: calling transfer manager {s:?} is not a driver name"
+        )));
     }
     Ok(s.to_string())
 }
@@ -643,9 +696,10 @@ fn context_file(s: &str) -> anyhow::Result<ContextFile> {
         None => (s, None),
     };
     if let Some(n) = &name {
-        if n.is_empty() || n.contains('/') || n == "." || n == ".." {
+        if n.is_empty() || n == "." || n == ".." {
             return Err(bad(format!("context file {s:?}: invalid name {n:?}")));
         }
+        refuse_chars(n, "context file name", |c| is_path_char(c) && c != '/')?;
     }
     Ok(ContextFile {
         path: checked_path(path, "context file")?,
@@ -786,7 +840,7 @@ mod tests {
     fn every_action_rejects_wrong_counts() {
         for action in TM_ACTIONS.iter().filter(|a| **a != "monitor") {
             for n in [0usize, 2, 7] {
-                let args: Vec<&str> = std::iter::repeat("1").take(n).collect();
+                let args: Vec<&str> = std::iter::repeat_n("1", n).collect();
                 let e = parse(action, &args).unwrap_err();
                 assert_eq!(exit_code(&e), 2, "{action} with {n} args: {e}");
             }
@@ -815,6 +869,160 @@ mod tests {
         for (action, args) in cases {
             let e = parse(action, args).unwrap_err();
             assert_eq!(exit_code(&e), 2, "{action} {args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn paths_refuse_shell_characters_and_name_the_argument() {
+        let vm_b64 = |id: &str| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(format!("<VM><ID>{id}</ID></VM>"))
+        };
+        for c in [
+            '\'', '"', '$', '`', ';', '&', '|', '<', '>', '*', '?', ' ', '\n', '\t', '\\', '(',
+            ')', '{', '}', '[', ']', '!', '#', '~', '%', '=', ',', ':', '\0', 'é',
+        ] {
+            let evil = format!("/var/lib/one//datastores/101/7{c}x/disk.0");
+            let cases: Vec<(&str, Vec<String>, &str)> = vec![
+                (
+                    "delete",
+                    vec![format!("h:{evil}"), "7".into(), "101".into()],
+                    "target path",
+                ),
+                (
+                    "clone",
+                    vec![
+                        format!("fe:{evil}"),
+                        "h:/d/101/7/disk.0".into(),
+                        "7".into(),
+                        "100".into(),
+                    ],
+                    "source path",
+                ),
+                (
+                    "clone",
+                    vec![
+                        "fe:vg-one-100/img-one-1".into(),
+                        format!("h:{evil}"),
+                        "7".into(),
+                        "100".into(),
+                    ],
+                    "destination path",
+                ),
+                (
+                    "mvds",
+                    vec![
+                        "h:/d/101/7/disk.0".into(),
+                        evil.clone(),
+                        "7".into(),
+                        "100".into(),
+                    ],
+                    "source",
+                ),
+                (
+                    "context",
+                    vec![
+                        evil.clone(),
+                        "h:/d/101/7/disk.3".into(),
+                        "7".into(),
+                        "101".into(),
+                    ],
+                    "context file path",
+                ),
+                (
+                    "context",
+                    vec![
+                        format!("/var/tmp/f:'a{c}b'"),
+                        "h:/d/101/7/disk.3".into(),
+                        "7".into(),
+                        "101".into(),
+                    ],
+                    "context file name",
+                ),
+                ("monitor_ds", vec![evil.clone()], "datastore path"),
+            ];
+            for (action, args, what) in cases {
+                // `:` is the mvds SOURCE host separator, and a `'` ends a context name early.
+                if (c == ':' && action == "mvds") || (c == '\'' && what == "context file name") {
+                    continue;
+                }
+                let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+                let e = parse(action, &argv).unwrap_err();
+                let msg = format!("{e:#}");
+                assert_eq!(exit_code(&e), 2, "{action} {argv:?}: {msg}");
+                assert!(msg.contains(what), "{action} {c:?}: {msg}");
+                assert!(msg.contains(&format!("{c:?}")), "{action} {c:?}: {msg}");
+                assert!(!crate::error::one_line(&e).contains('\n'), "{msg}");
+            }
+            let args: Vec<OsString> = ["h1", "h2", evil.as_str(), "7", "101"]
+                .iter()
+                .map(OsString::from)
+                .collect();
+            let e = TmArgs::parse("premigrate", &args, &mut vm_b64("7").as_bytes()).unwrap_err();
+            assert!(format!("{e:#}").contains("VM directory path"), "{e:#}");
+        }
+    }
+
+    #[test]
+    fn opennebula_shaped_paths_pass() {
+        let t = parse(
+            "mv",
+            &[
+                "host-r1.example.com:/var/lib/one//datastores/101/7/disk.0",
+                "vm:/var/lib/one//datastores/102/7/disk.0",
+                "7",
+                "100",
+            ],
+        )
+        .unwrap();
+        match t {
+            TmArgs::Mv {
+                src: Target::Disk(s),
+                dst: Target::Disk(d),
+                ..
+            } => {
+                assert_eq!(s.at.path, "/var/lib/one/datastores/101/7/disk.0");
+                assert_eq!(d.at.system_ds(), Some(102));
+            }
+            other => panic!("{other:?}"),
+        }
+        for src in ["fe:-vg/lv", "fe:vg/-lv", "fe:vg", "fe:vg/lv/x", "fe:../x"] {
+            let e = parse("clone", &[src, "h:/d/1/2/disk.0", "2", "1"]).unwrap_err();
+            assert_eq!(exit_code(&e), 2, "{src}: {e}");
+        }
+        for src in ["-x", "/d/../x", "h:../x"] {
+            let e = parse("mvds", &["h:/d/1/2/disk.0", src, "2", "1"]).unwrap_err();
+            assert_eq!(exit_code(&e), 2, "{src}: {e}");
+        }
+        let ok = parse(
+            "mvds",
+            &["h:/d/1/2/disk.0", "kvm1:vg-one-100/img-one-6", "2", "100"],
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn migrate_caller_tm_must_be_a_driver_name() {
+        use base64::Engine;
+        let vm = base64::engine::general_purpose::STANDARD.encode("<VM><ID>7</ID></VM>");
+        let run = |tm: &str| {
+            let args: Vec<OsString> =
+                ["h1", "h2", "/var/lib/one//datastores/101/7", "7", "101", tm]
+                    .iter()
+                    .map(OsString::from)
+                    .collect();
+            TmArgs::parse("postmigrate", &args, &mut vm.as_bytes())
+        };
+        match run("fs_lvm_ssh").unwrap() {
+            TmArgs::Postmigrate(m) => {
+                assert_eq!(m.caller_tm.as_deref(), Some("fs_lvm_ssh"));
+                assert_eq!(m.vm_dir, "/var/lib/one/datastores/101/7");
+                assert_eq!(m.vm.id, 7);
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in ["", "-x", "a b", "$(id)"] {
+            assert_eq!(exit_code(&run(bad).unwrap_err()), 2, "{bad:?}");
         }
     }
 }

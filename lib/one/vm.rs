@@ -68,16 +68,7 @@ pub struct VmXml {
 impl VmXml {
     /// Parses a `<VM>` document.
     pub fn from_xml(xml: &str) -> anyhow::Result<VmXml> {
-        let root = Element::parse(xml)?;
-        if root.name != "VM" {
-            return Err(fail(
-                ErrorKind::BadInput,
-                format!(
-                    "VM document has root element <{}>, expected <VM>",
-                    root.name
-                ),
-            ));
-        }
+        let root = Element::parse_document(xml, "VM", "VM document")?;
         let id = root
             .child_text("ID")
             .and_then(|s| s.parse().ok())

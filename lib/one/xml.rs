@@ -118,6 +118,19 @@ impl Element {
         root.ok_or_else(|| fail(ErrorKind::BadInput, "invalid XML: no root element"))
     }
 
+    /// Parses a document whose root element must be `<root>`; `what` names the document in
+    /// the error (`driver message has root element <VM>, expected <DS_DRIVER_ACTION_DATA>`).
+    pub fn parse_document(xml: &str, root: &str, what: &str) -> anyhow::Result<Element> {
+        let e = Element::parse(xml)?;
+        if e.name != root {
+            return Err(fail(
+                ErrorKind::BadInput,
+                format!("{what} has root element <{}>, expected <{root}>", e.name),
+            ));
+        }
+        Ok(e)
+    }
+
     /// First child with this name.
     pub fn child(&self, name: &str) -> Option<&Element> {
         self.children.iter().find(|c| c.name == name)

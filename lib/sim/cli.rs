@@ -21,6 +21,8 @@ pub struct SimCli {
 }
 
 /// `bsud-sim` commands.
+// Parsed once per process: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum SimCommand {
     /// Serve the Outscale API (/api/v1/<Call>), the admin API (/_sim/…) and per-VM metadata.

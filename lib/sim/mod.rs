@@ -7,3 +7,4 @@ pub mod cloud;
 pub mod hostview;
 pub mod lvfs;
 pub mod ssh;
+pub mod testbed;

@@ -1,0 +1,105 @@
+//! Names and tags of drives, and device names for new links.
+//!
+//! Device names are chosen from the VM's block device mappings (every state, root and volumes
+//! that are not ours included), the links our own volumes report, and the devices already
+//! present on the host — never from "what is absent in /dev" alone (bsud's collision bug,
+//! reference §A.9). The caller holds the host's device lock between choosing and linking.
+
+use std::collections::BTreeSet;
+
+/// Tag bsud itself uses; kept so bsud's tooling recognises our volumes.
+pub const TAG_DRIVE: &str = "osc.bsud.drive-name";
+/// The OpenNebula datastore id.
+pub const TAG_DATASTORE: &str = "one.bsud.datastore";
+/// The OpenNebula host name.
+pub const TAG_HOST: &str = "one.bsud.host";
+/// The Outscale VM the drive belongs to.
+pub const TAG_VM: &str = "one.bsud.vm";
+/// Set on a volume whose release (shrink) has begun, so a crash does not re-add it.
+pub const TAG_RELEASING: &str = "one.bsud.releasing";
+/// Prefix of the VM tag recording an in-flight CreateVolume's ClientToken (crash recovery).
+pub const TAG_INTENT_PREFIX: &str = "one.bsud.intent.";
+
+/// The VG of datastore `ds`.
+pub fn vg_name(ds: i64) -> String {
+    format!("vg-one-{ds}")
+}
+
+/// The drive name: `<host>:vg-one-<ds>`.
+pub fn drive_name(host: &str, ds: i64) -> String {
+    format!("{host}:{}", vg_name(ds))
+}
+
+/// The VM tag key holding the intent of drive `ds` (a VM hosts at most one drive per datastore).
+pub fn intent_key(ds: i64) -> String {
+    format!("{TAG_INTENT_PREFIX}{}", vg_name(ds))
+}
+
+/// The tags every BSU of the drive carries.
+pub fn drive_tags(host: &str, ds: i64, vm_id: &str) -> Vec<(String, String)> {
+    vec![
+        (TAG_DRIVE.into(), drive_name(host, ds)),
+        (TAG_DATASTORE.into(), ds.to_string()),
+        (TAG_HOST.into(), host.into()),
+        (TAG_VM.into(), vm_id.into()),
+    ]
+}
+
+/// The by-id serial suffix of an Outscale device name: `/dev/xvdc` → `c`, `/dev/sdba` → `ba`.
+pub fn device_suffix(device: &str) -> Option<&str> {
+    let s = device
+        .strip_prefix("/dev/xvd")
+        .or_else(|| device.strip_prefix("/dev/sd"))?;
+    (!s.is_empty() && s.len() <= 2 && s.bytes().all(|b| b.is_ascii_lowercase())).then_some(s)
+}
+
+/// Candidate device names in the order we use them: `/dev/xvdb`…`/dev/xvdz`, then
+/// `/dev/xvdba`…`/dev/xvdzz` (two letters, first b–z, as the API documents).
+pub fn device_candidates() -> impl Iterator<Item = String> {
+    let single = (b'b'..=b'z').map(|c| format!("/dev/xvd{}", c as char));
+    let double = (b'b'..=b'z')
+        .flat_map(|a| (b'a'..=b'z').map(move |b| format!("/dev/xvd{}{}", a as char, b as char)));
+    single.chain(double)
+}
+
+/// The first device name whose suffix is used by none of `taken` (device names in any form,
+/// `/dev/sdc` and `/dev/xvdc` being the same slot: the guest sees both as serial `sdc`).
+pub fn free_device<'a>(taken: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let used: BTreeSet<String> = taken
+        .into_iter()
+        .filter_map(|d| {
+            device_suffix(d)
+                .map(str::to_string)
+                .or_else(|| d.strip_prefix("sd").map(str::to_string))
+        })
+        .collect();
+    device_candidates().find(|c| device_suffix(c).is_some_and(|s| !used.contains(s)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(drive_name("kvm1", 100), "kvm1:vg-one-100");
+        assert_eq!(device_suffix("/dev/xvdc"), Some("c"));
+        assert_eq!(device_suffix("/dev/sdba"), Some("ba"));
+        assert_eq!(device_suffix("/dev/sda1"), None);
+        assert_eq!(device_candidates().count(), 25 + 25 * 26);
+    }
+
+    #[test]
+    fn free_device_skips_every_form_of_a_taken_slot() {
+        assert_eq!(free_device(["/dev/sda1"]).as_deref(), Some("/dev/xvdb"));
+        assert_eq!(
+            free_device(["/dev/sda1", "/dev/xvdb", "/dev/sdc", "sdd"]).as_deref(),
+            Some("/dev/xvde")
+        );
+        let all: Vec<String> = device_candidates().take(25).collect();
+        assert_eq!(
+            free_device(all.iter().map(String::as_str)).as_deref(),
+            Some("/dev/xvdba")
+        );
+    }
+}
