@@ -36,6 +36,7 @@ pub mod sim;
 pub mod stream;
 pub mod sys;
 pub mod wait;
+pub mod zeroing;
 
 /// Version string shared by the frontend and the host agent; a mismatch between them is
 /// reported by `doctor` and refused by the agent protocol.

@@ -135,7 +135,11 @@ fn drive(ctx: &Ctx, id: &DriveId) -> anyhow::Result<DriveRef> {
     })
 }
 
-fn out<T: Serialize>(json: bool, value: &T, table: impl FnOnce() -> String) -> anyhow::Result<ActionOutput> {
+fn out<T: Serialize>(
+    json: bool,
+    value: &T,
+    table: impl FnOnce() -> String,
+) -> anyhow::Result<ActionOutput> {
     Ok(ActionOutput::Document(if json {
         serde_json::to_string_pretty(value)?
     } else {
@@ -157,7 +161,11 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     }
     let mut s = String::new();
     let line = |s: &mut String, cells: Vec<&str>| {
-        let parts: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<width$}", width = w[i])).collect();
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
+            .collect();
         let _ = writeln!(s, "{}", parts.join("  ").trim_end());
     };
     line(&mut s, header.to_vec());
@@ -206,7 +214,16 @@ pub fn run_drive(ctx: &Ctx, cmd: DriveCmd) -> anyhow::Result<ActionOutput> {
                     &["DRIVE", "HOST", "DS", "VM", "VOLUMES", "SIZE_GIB"],
                     &rows
                         .iter()
-                        .map(|r| vec![r.drive.clone(), r.host.clone(), r.datastore.clone(), r.vm.clone(), r.volumes.to_string(), r.size_gib.to_string()])
+                        .map(|r| {
+                            vec![
+                                r.drive.clone(),
+                                r.host.clone(),
+                                r.datastore.clone(),
+                                r.vm.clone(),
+                                r.volumes.to_string(),
+                                r.size_gib.to_string(),
+                            ]
+                        })
                         .collect::<Vec<_>>(),
                 )
             })
@@ -245,7 +262,13 @@ pub fn run_drive(ctx: &Ctx, cmd: DriveCmd) -> anyhow::Result<ActionOutput> {
                                 .first()
                                 .map(|l| format!("{} {} {}", l.vm_id, l.device, l.state.as_str()))
                                 .unwrap_or_else(|| "-".into());
-                            vec![v.id.clone(), v.state.to_string(), v.size_gib.to_string(), v.volume_type.clone(), link]
+                            vec![
+                                v.id.clone(),
+                                v.state.to_string(),
+                                v.size_gib.to_string(),
+                                v.volume_type.clone(),
+                                link,
+                            ]
                         })
                         .collect::<Vec<_>>(),
                 ));
@@ -254,7 +277,14 @@ pub fn run_drive(ctx: &Ctx, cmd: DriveCmd) -> anyhow::Result<ActionOutput> {
                     &["PV", "SIZE_GIB", "FREE_GIB", "ALLOCATED_EXTENTS"],
                     &vg.pvs
                         .iter()
-                        .map(|p| vec![p.device.clone(), gib(p.size), gib(p.free), p.allocated_extents.to_string()])
+                        .map(|p| {
+                            vec![
+                                p.device.clone(),
+                                gib(p.size),
+                                gib(p.free),
+                                p.allocated_extents.to_string(),
+                            ]
+                        })
                         .collect::<Vec<_>>(),
                 ));
                 s.push('\n');
@@ -271,9 +301,18 @@ pub fn run_drive(ctx: &Ctx, cmd: DriveCmd) -> anyhow::Result<ActionOutput> {
         DriveCmd::Grow { id, gib: g } => {
             let d = drive(ctx, &id)?;
             let r = e.with_space(&d, g * GIB, |r| Ok(r.clone()))?;
-            out(id.json, &serde_json::json!({"drive": d.name(), "vg": r.vg, "volumes": r.volumes}), || {
-                format!("drive {}: {} volume(s), VG free {} GiB\n", d.name(), r.volumes.len(), gib(r.vg.free))
-            })
+            out(
+                id.json,
+                &serde_json::json!({"drive": d.name(), "vg": r.vg, "volumes": r.volumes}),
+                || {
+                    format!(
+                        "drive {}: {} volume(s), VG free {} GiB\n",
+                        d.name(),
+                        r.volumes.len(),
+                        gib(r.vg.free)
+                    )
+                },
+            )
         }
         DriveCmd::Shrink(id) => {
             let d = drive(ctx, &id)?;
@@ -323,7 +362,11 @@ pub fn run_drive(ctx: &Ctx, cmd: DriveCmd) -> anyhow::Result<ActionOutput> {
                     to.vg(),
                     to.host,
                     rep.volumes.len(),
-                    if rep.lvs.is_empty() { "-".to_string() } else { rep.lvs.join(", ") }
+                    if rep.lvs.is_empty() {
+                        "-".to_string()
+                    } else {
+                        rep.lvs.join(", ")
+                    }
                 )
             })
         }
@@ -331,7 +374,11 @@ pub fn run_drive(ctx: &Ctx, cmd: DriveCmd) -> anyhow::Result<ActionOutput> {
             let d = drive(ctx, &id)?;
             let rep = e.delete(&d, force)?;
             out(id.json, &rep, || {
-                format!("drive {}: deleted {} volume(s)\n", d.name(), rep.volumes.len())
+                format!(
+                    "drive {}: deleted {} volume(s)\n",
+                    d.name(),
+                    rep.volumes.len()
+                )
             })
         }
     }
@@ -346,7 +393,12 @@ pub fn run_cloud(ctx: &Ctx, cmd: CloudCmd) -> anyhow::Result<ActionOutput> {
                 tag_keys: vec![TAG_DRIVE.into()],
                 ..Default::default()
             })?;
-            vols.sort_by(|a, b| a.tags.get(TAG_DRIVE).cmp(&b.tags.get(TAG_DRIVE)).then(a.id.cmp(&b.id)));
+            vols.sort_by(|a, b| {
+                a.tags
+                    .get(TAG_DRIVE)
+                    .cmp(&b.tags.get(TAG_DRIVE))
+                    .then(a.id.cmp(&b.id))
+            });
             out(json, &vols, || {
                 table(
                     &["VOLUME", "DRIVE", "STATE", "SIZE_GIB", "TYPE", "LINK"],

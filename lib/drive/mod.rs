@@ -6,3 +6,4 @@ pub mod engine;
 pub mod hosts;
 pub mod naming;
 pub mod policy;
+pub mod storage;

@@ -103,3 +103,92 @@ mod tests {
         );
     }
 }
+
+/// The image LV of image `id`: `img-one-<id>`.
+pub fn image_lv(id: i64) -> String {
+    format!("img-one-{id}")
+}
+
+/// The VM disk LV: `lv-one-<vm>-<disk>`.
+pub fn disk_lv(vm: i64, disk: u32) -> String {
+    format!("lv-one-{vm}-{disk}")
+}
+
+/// The LV holding snapshot `snap` of LV `lv` (thick copy): `<lv>-snap-<snap>`.
+pub fn snapshot_lv(lv: &str, snap: u32) -> String {
+    format!("{lv}-snap-{snap}")
+}
+
+/// An image SOURCE as cp/mkfs/clone print it: `<image host>:vg-one-<ds>/img-one-<id>`.
+pub fn image_source(host: &str, ds: i64, id: i64) -> String {
+    format!("{host}:{}/{}", vg_name(ds), image_lv(id))
+}
+
+/// A SOURCE of ours, parsed: `<host>:<vg>/<lv>`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Source {
+    /// The image host.
+    pub host: String,
+    /// `vg-one-<ds>`.
+    pub vg: String,
+    /// `img-one-<id>`.
+    pub lv: String,
+    /// The datastore id from the VG name.
+    pub ds: i64,
+}
+
+/// Parses `host:vg-one-<ds>/<lv>`; anything else is not ours (`None`).
+pub fn parse_source(s: &str) -> Option<Source> {
+    let (host, rest) = s.split_once(':')?;
+    let (vg, lv) = rest.split_once('/')?;
+    let ds: i64 = vg.strip_prefix("vg-one-")?.parse().ok()?;
+    if host.is_empty()
+        || lv.is_empty()
+        || lv.contains('/')
+        || crate::exec::ssh::validate_host(host).is_err()
+    {
+        return None;
+    }
+    if !lv
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"+_.-".contains(&b))
+        || lv.starts_with('-')
+    {
+        return None;
+    }
+    Some(Source {
+        host: host.to_string(),
+        vg: vg.to_string(),
+        lv: lv.to_string(),
+        ds,
+    })
+}
+
+#[cfg(test)]
+mod source_tests {
+    use super::*;
+
+    #[test]
+    fn sources_round_trip_and_foreign_ones_are_refused() {
+        let s = image_source("kvm1", 100, 7);
+        assert_eq!(s, "kvm1:vg-one-100/img-one-7");
+        let p = parse_source(&s).unwrap();
+        assert_eq!(
+            (p.host.as_str(), p.vg.as_str(), p.lv.as_str(), p.ds),
+            ("kvm1", "vg-one-100", "img-one-7", 100)
+        );
+        for bad in [
+            "/var/lib/one//datastores/100/abc",
+            "kvm1:/dev/vg-one-100/img-one-7",
+            "kvm1:vg-other/img-one-7",
+            ":vg-one-1/x",
+            "kvm1:vg-one-1/",
+            "kvm1:vg-one-1/a/b",
+            "kvm1:vg-one-x/img",
+            "h$(x):vg-one-1/img-one-1",
+            "kvm1:vg-one-1/-rf",
+        ] {
+            assert!(parse_source(bad).is_none(), "{bad}");
+        }
+    }
+}

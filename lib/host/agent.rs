@@ -23,6 +23,7 @@ use crate::lock::FileLock;
 use crate::lvm::{Lvm, VgName};
 use crate::one::output::ActionOutput;
 
+use super::data::{self, ChecksumReq, CopyReq, RecvReq, SendReq};
 use super::env::{Deadline, HostEnv};
 use super::proto::{
     IdentityReq, Limits, LvCreateReq, LvExtendReq, LvListReq, LvRemoveReq, LvRenameReq, LvTagReq,
@@ -113,6 +114,34 @@ pub enum HostCmd {
         #[command(flatten)]
         limits: Limits,
     },
+    /// Stream an LV on stdout (sparse, checksummed; see `recv`).
+    Send {
+        #[command(flatten)]
+        req: SendReq,
+        #[command(flatten)]
+        limits: Limits,
+    },
+    /// Write a stream into an LV, from stdin or pulled from another host; verifies the digest.
+    Recv {
+        #[command(flatten)]
+        req: RecvReq,
+        #[command(flatten)]
+        limits: Limits,
+    },
+    /// Print the stream digest (and optionally MD5) of an LV.
+    Checksum {
+        #[command(flatten)]
+        req: ChecksumReq,
+        #[command(flatten)]
+        limits: Limits,
+    },
+    /// Copy an LV into another LV of this host.
+    Copy {
+        #[command(flatten)]
+        req: CopyReq,
+        #[command(flatten)]
+        limits: Limits,
+    },
 }
 
 impl HostCmd {
@@ -131,6 +160,10 @@ impl HostCmd {
             HostCmd::LvTag { .. } => LvTagReq::OP,
             HostCmd::LvList { .. } => LvListReq::OP,
             HostCmd::LvRename { .. } => LvRenameReq::OP,
+            HostCmd::Send { .. } => SendReq::OP,
+            HostCmd::Recv { .. } => RecvReq::OP,
+            HostCmd::Checksum { .. } => ChecksumReq::OP,
+            HostCmd::Copy { .. } => CopyReq::OP,
         }
     }
 }
@@ -183,7 +216,7 @@ fn with_agent<T: serde::Serialize>(
 }
 
 /// Runs one agent operation.
-pub fn run(cmd: HostCmd, _stdin: &mut dyn Read, env: &Env) -> anyhow::Result<ActionOutput> {
+pub fn run(cmd: HostCmd, stdin: &mut dyn Read, env: &Env) -> anyhow::Result<ActionOutput> {
     let host = HostEnv::from_env(env);
     match cmd {
         HostCmd::Version => document(&VersionInfo {
@@ -206,6 +239,18 @@ pub fn run(cmd: HostCmd, _stdin: &mut dyn Read, env: &Env) -> anyhow::Result<Act
         HostCmd::LvTag { req, limits } => with_agent(host, &limits, |a| lv::lv_tag(a, &req)),
         HostCmd::LvList { req, limits } => with_agent(host, &limits, |a| lv::lv_list(a, &req)),
         HostCmd::LvRename { req, limits } => with_agent(host, &limits, |a| lv::lv_rename(a, &req)),
+        HostCmd::Send { req, limits } => {
+            // The stream goes to the real stdout as it is produced: images do not fit in memory.
+            let a = Agent::new(host, &limits);
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            data::send(&a, &req, &mut out)?;
+            std::io::Write::flush(&mut out)?;
+            Ok(ActionOutput::Nothing)
+        }
+        HostCmd::Recv { req, limits } => with_agent(host, &limits, |a| data::recv(a, &req, stdin)),
+        HostCmd::Checksum { req, limits } => with_agent(host, &limits, |a| data::checksum(a, &req)),
+        HostCmd::Copy { req, limits } => with_agent(host, &limits, |a| data::copy(a, &req)),
     }
 }
 

@@ -64,7 +64,12 @@ impl HostClient {
         } else {
             Duration::ZERO
         };
-        let total = self.timeouts.command + lock + req.waits();
+        let work = if R::MOVES_DATA {
+            self.timeouts.transfer
+        } else {
+            self.timeouts.command
+        };
+        let total = work + lock + req.waits();
         Limits {
             deadline_secs: total.as_secs().max(1),
             lock_timeout_secs: self.timeouts.lock.as_secs(),
@@ -320,7 +325,7 @@ impl HostClient {
 }
 
 /// Re-logs the agent's log lines (`LEVEL: <context>: message`) under the host's name.
-fn relay_logs(host: &str, stderr: &str) {
+pub(crate) fn relay_logs(host: &str, stderr: &str) {
     for line in stderr.lines() {
         if let Some(m) = line.strip_prefix("INFO: ") {
             tracing::info!("{host}: {m}");

@@ -70,6 +70,24 @@ fn require_lv(a: &Agent, vg: &VgName, lv: &LvName) -> anyhow::Result<Lv> {
         .ok_or_else(|| fail(ErrorKind::Failed, format!("LV {vg}/{lv} does not exist")))
 }
 
+/// The device node of an existing LV of ours, activated and waited for (data operations).
+pub(crate) fn device_of(
+    a: &Agent,
+    vg: &VgName,
+    lv: &LvName,
+    timeout: Duration,
+) -> anyhow::Result<PathBuf> {
+    let l = require_lv(a, vg, lv)?;
+    refuse_unless_ours(&l, "reading or writing")?;
+    if zero::zero_from(&l).is_some() {
+        return Err(fail(
+            ErrorKind::Failed,
+            format!("LV {vg}/{lv} has not finished its zeroing (an interrupted lv-create); rerun lv-create first"),
+        ));
+    }
+    ensure_device(a, vg, &l, timeout)
+}
+
 /// Tags as the caller sees them (bookkeeping removed).
 fn visible_tags(lv: &Lv) -> Vec<String> {
     lv.tags

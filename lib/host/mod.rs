@@ -10,10 +10,12 @@
 
 pub mod agent;
 pub mod client;
+pub mod data;
 pub mod devices;
 pub mod env;
 pub mod lv;
 pub mod metadata;
 pub mod proto;
+pub mod transfer;
 pub mod vg;
 pub mod zero;

@@ -30,6 +30,8 @@ pub trait Request {
     const OP: &'static str;
     /// Whether it takes the VG lock (the client then allows the lock wait in its deadline).
     const LOCKS: bool;
+    /// Whether it moves data (its deadline is the transfer deadline, not the command one).
+    const MOVES_DATA: bool = false;
     /// The JSON answer.
     type Response: Serialize + DeserializeOwned;
     /// The flags, each one `--flag=value` word (or a bare `--flag`).

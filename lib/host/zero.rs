@@ -40,8 +40,8 @@
 //! If the LV's device node is not there (no lvfs in a unit test, activation failed) the
 //! operation fails after its deadline with `zero-from` still set: zeroing is never skipped.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
 use crate::error::{fail, ErrorKind};
@@ -251,6 +251,7 @@ pub fn zero_ranges(
             path.display()
         ));
     }
+    let mut zeroer = crate::zeroing::Zeroer::new(&f, block);
     let mut done = 0;
     for &(start, end) in ranges {
         let mut at = start;
@@ -266,7 +267,8 @@ pub fn zero_ranges(
                 ));
             }
             let len = (end - at).min(ZERO_CHUNK);
-            zero_one(&f, block, at, len)
+            zeroer
+                .zero(at, len)
                 .map_err(|e| anyhow::anyhow!("zeroing {} at {at}+{len}: {e}", path.display()))?;
             at += len;
             done += len;
@@ -275,31 +277,6 @@ pub fn zero_ranges(
     f.sync_all()
         .map_err(|e| anyhow::anyhow!("flushing {}: {e}", path.display()))?;
     Ok(done)
-}
-
-fn zero_one(f: &File, block: bool, at: u64, len: u64) -> std::io::Result<()> {
-    if block {
-        return crate::sys::block_zero_out(f, at, len);
-    }
-    match crate::sys::punch_hole(f, at, len) {
-        Ok(()) => Ok(()),
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)
-            ) =>
-        {
-            let buf = vec![0u8; (1 << 20).min(len as usize)];
-            let mut off = 0;
-            while off < len {
-                let n = (len - off).min(buf.len() as u64) as usize;
-                f.write_all_at(&buf[..n], at + off)?;
-                off += n as u64;
-            }
-            Ok(())
-        }
-        Err(e) => Err(e),
-    }
 }
 
 #[cfg(test)]

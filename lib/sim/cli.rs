@@ -31,6 +31,8 @@ pub enum SimCommand {
     Ssh(crate::sim::ssh::SshArgs),
     /// Serve a host's LVs as files (FUSE), byte-accurate over LVM's segment map.
     Lvfs(crate::sim::lvfs::LvfsArgs),
+    /// Print a VM or datastore document like `onevm show -x` / `onedatastore show -x`.
+    One(crate::sim::one::OneArgs),
 }
 
 /// Entry point of the `bsud-sim` binary.
@@ -47,6 +49,7 @@ pub fn main_entry() -> ExitCode {
     let res = match cli.command {
         SimCommand::Serve(a) => crate::sim::cloud::serve(a),
         SimCommand::Ssh(a) => return crate::sim::ssh::run(a),
+        SimCommand::One(a) => return crate::sim::one::run(a),
         SimCommand::Lvfs(a) => crate::sim::lvfs::run(a),
     };
     match res {

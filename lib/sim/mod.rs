@@ -6,5 +6,6 @@ pub mod cli;
 pub mod cloud;
 pub mod hostview;
 pub mod lvfs;
+pub mod one;
 pub mod ssh;
 pub mod testbed;

@@ -183,6 +183,23 @@ impl Testbed {
             .expect("started testbeds have a frontend")
     }
 
+    /// Where the OpenNebula stand-in reads VM and datastore documents.
+    pub fn one_dir(&self) -> PathBuf {
+        self.dir.join("one")
+    }
+
+    /// Makes `onevm show -x <id>` print this VM.
+    pub fn put_vm(&self, vm: &crate::sim::one::VmSpec) -> anyhow::Result<()> {
+        std::fs::write(crate::sim::one::vm_file(&self.one_dir(), vm.id), vm.xml())?;
+        Ok(())
+    }
+
+    /// Makes `onedatastore show -x <id>` print this datastore.
+    pub fn put_datastore(&self, ds: &crate::sim::one::DatastoreSpec) -> anyhow::Result<()> {
+        std::fs::write(crate::sim::one::ds_file(&self.one_dir(), ds.id), ds.xml())?;
+        Ok(())
+    }
+
     /// The ssh command the configuration names.
     pub fn ssh_command(&self) -> Vec<String> {
         vec![
@@ -331,11 +348,13 @@ impl Testbed {
     }
 
     fn write_config(&self) -> anyhow::Result<()> {
+        std::fs::create_dir_all(self.one_dir())?;
         let text = config_text(
             &self.opts,
             &self.ssh_command(),
             self.frontend(),
             &self.endpoint(),
+            &self.one_dir(),
         )?;
         std::fs::write(&self.config_path, text)
             .with_context(|| format!("writing {}", self.config_path.display()))
@@ -403,12 +422,15 @@ fn config_text(
     ssh_command: &[String],
     frontend: &HostView,
     endpoint: &str,
+    one_dir: &Path,
 ) -> anyhow::Result<String> {
     let cfg = FileConfig {
         frontend_host: Some(FRONTEND_HOST.into()),
         frontend_root: Some(frontend.root().to_path_buf()),
         ssh_command: Some(ssh_command.to_vec()),
         host_agent: Some(opts.bsud_binary.to_string_lossy().into_owned()),
+        onevm_command: Some(one_command(opts, one_dir, "vm")),
+        onedatastore_command: Some(one_command(opts, one_dir, "ds")),
         lock_dir: Some(frontend.lock_dir()),
         log_level: Some("debug".into()),
         journald: Some(false),
@@ -432,6 +454,17 @@ fn config_text(
         ..FileConfig::default()
     };
     toml::to_string(&cfg).context("writing the testbed configuration")
+}
+
+/// The stand-in for `onevm show -x` / `onedatastore show -x` (`bsud-sim one`).
+fn one_command(opts: &TestbedOpts, one_dir: &Path, kind: &str) -> Vec<String> {
+    vec![
+        opts.sim_binary.to_string_lossy().into_owned(),
+        "one".into(),
+        "--dir".into(),
+        one_dir.to_string_lossy().into_owned(),
+        kind.into(),
+    ]
 }
 
 /// `127.0.0.1:PORT` or a bare port, as the server writes its address.
@@ -496,7 +529,7 @@ mod tests {
             "--testbed".into(),
             "/tb".into(),
         ];
-        let text = config_text(&opts, &ssh, &fe, "http://127.0.0.1:9/api/v1").unwrap();
+        let text = config_text(&opts, &ssh, &fe, "http://127.0.0.1:9/api/v1", d.path()).unwrap();
         let path = d.path().join("bsud.toml");
         std::fs::write(&path, text).unwrap();
         let env = Env::from_pairs([("BSUD_CONFIG", path.to_str().unwrap())]);

@@ -195,7 +195,7 @@ pub fn digest_of(file: File, size: Option<u64>) -> anyhow::Result<String> {
 
 /// The logical size, digest and optional MD5 of a source, reading in one thread while hashing
 /// in this one.
-pub(crate) fn checksum(
+pub fn checksum(
     source: &mut Source<'_>,
     md5: bool,
 ) -> anyhow::Result<(String, Option<String>, u64)> {

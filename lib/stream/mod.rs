@@ -75,7 +75,7 @@ mod source;
 
 use std::fmt;
 
-pub use digest::{digest_of, is_zero};
+pub use digest::{checksum, digest_of, is_zero};
 pub use recv::{recv, RecvOptions};
 pub use send::{send, SendOptions};
 pub use source::Source;

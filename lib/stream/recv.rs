@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 
-use super::digest::{blocks_in, Fold, Hash32, ZEROS};
+use super::digest::{blocks_in, Fold, Hash32};
 use super::format::{Codec, DataFrame, Frame, Trailer, WireReader};
 use super::progress::{human, Progress};
 use super::{
@@ -292,7 +292,7 @@ fn write_stage(
     fresh: bool,
     size_hint: Option<u64>,
 ) -> anyhow::Result<u64> {
-    let mut zeroer = Zeroer::new(target);
+    let mut zeroer = crate::zeroing::Zeroer::new(target.file, target.block_device);
     let mut progress = Progress::new("received", size_hint);
     loop {
         match rx.recv().map_err(|_| aborted())? {
@@ -311,7 +311,9 @@ fn write_stage(
                 while at < end {
                     let n = (end - at).min(ZERO_PIECE);
                     if !fresh {
-                        zeroer.zero(at, n)?;
+                        zeroer
+                            .zero(at, n)
+                            .with_context(|| format!("zeroing the target at byte {at}"))?;
                     }
                     at += n;
                     progress.at(at);
@@ -376,57 +378,6 @@ impl<'a> Target<'a> {
                 .set_len(size)
                 .with_context(|| format!("growing the target to {size} bytes"))?;
         }
-        Ok(())
-    }
-}
-
-/// Makes ranges of the target read as zeros: deallocates (hole punch) or asks the device to
-/// zero, and writes zeros where neither is supported (remembering it, to stop asking).
-struct Zeroer<'a> {
-    target: &'a Target<'a>,
-    fast_path: bool,
-    zeroed: u64,
-}
-
-impl<'a> Zeroer<'a> {
-    fn new(target: &'a Target<'a>) -> Zeroer<'a> {
-        Zeroer {
-            target,
-            fast_path: true,
-            zeroed: 0,
-        }
-    }
-
-    fn zero(&mut self, offset: u64, len: u64) -> anyhow::Result<()> {
-        let file = self.target.file;
-        if self.fast_path {
-            let done = if self.target.block_device {
-                sys::block_zero_out(file, offset, len)
-            } else {
-                sys::punch_hole(file, offset, len)
-            };
-            match done {
-                Ok(()) => {
-                    self.zeroed += len;
-                    return Ok(());
-                }
-                // EINVAL can be a single range's alignment: keep trying the fast path then.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-                Err(e) => {
-                    tracing::debug!("zeroing by writes: the target cannot deallocate ({e})");
-                    self.fast_path = false;
-                }
-            }
-        }
-        let mut at = offset;
-        let end = offset + len;
-        while at < end {
-            let n = (end - at).min(ZEROS.len() as u64) as usize;
-            file.write_all_at(&ZEROS[..n], at)
-                .with_context(|| format!("zeroing the target at byte {at}"))?;
-            at += n as u64;
-        }
-        self.zeroed += len;
         Ok(())
     }
 }
