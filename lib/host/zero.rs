@@ -283,6 +283,7 @@ pub fn zero_ranges(
 mod tests {
     use super::*;
     use crate::lvm::report::{PeRange, Segment};
+    use std::fs::File;
     use std::io::Read;
     use std::time::Duration;
 
