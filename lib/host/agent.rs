@@ -25,6 +25,7 @@ use crate::one::output::ActionOutput;
 
 use super::data::{self, ChecksumReq, CopyReq, RecvReq, SendReq};
 use super::env::{Deadline, HostEnv};
+use super::fs_ops::FormatReq;
 use super::proto::{
     IdentityReq, Limits, LvCreateReq, LvExtendReq, LvListReq, LvRemoveReq, LvRenameReq, LvTagReq,
     PvAddReq, PvRemoveReq, Request, VersionInfo, VersionReq, VgReportReq, WaitDeviceReq,
@@ -142,6 +143,19 @@ pub enum HostCmd {
         #[command(flatten)]
         limits: Limits,
     },
+    /// Make a file system or swap on an LV.
+    Format {
+        #[command(flatten)]
+        req: FormatReq,
+        #[command(flatten)]
+        limits: Limits,
+    },
+    /// Image-datastore operations.
+    #[command(flatten)]
+    Image(super::image_ops::ImageCmd),
+    /// VM-directory operations.
+    #[command(flatten)]
+    Vm(super::vm_ops::VmCmd),
 }
 
 impl HostCmd {
@@ -164,6 +178,9 @@ impl HostCmd {
             HostCmd::Recv { .. } => RecvReq::OP,
             HostCmd::Checksum { .. } => ChecksumReq::OP,
             HostCmd::Copy { .. } => CopyReq::OP,
+            HostCmd::Format { .. } => FormatReq::OP,
+            HostCmd::Image(c) => c.name(),
+            HostCmd::Vm(c) => c.name(),
         }
     }
 }
@@ -251,6 +268,11 @@ pub fn run(cmd: HostCmd, stdin: &mut dyn Read, env: &Env) -> anyhow::Result<Acti
         HostCmd::Recv { req, limits } => with_agent(host, &limits, |a| data::recv(a, &req, stdin)),
         HostCmd::Checksum { req, limits } => with_agent(host, &limits, |a| data::checksum(a, &req)),
         HostCmd::Copy { req, limits } => with_agent(host, &limits, |a| data::copy(a, &req)),
+        HostCmd::Format { req, limits } => {
+            with_agent(host, &limits, |a| super::fs_ops::format(a, &req))
+        }
+        HostCmd::Image(c) => super::image_ops::run(c, stdin, host),
+        HostCmd::Vm(c) => super::vm_ops::run(c, stdin, host),
     }
 }
 

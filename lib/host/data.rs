@@ -391,12 +391,17 @@ pub fn recv(a: &Agent, req: &RecvReq, stdin: &mut dyn Read) -> anyhow::Result<Re
     let stderr = err_reader.join().unwrap_or_default();
     super::client::relay_logs(host, &String::from_utf8_lossy(&stderr));
     let sent = child.finish(&stderr);
-    // The sender's failure explains a truncated stream better than the truncation does.
-    if let Err(e) = sent {
-        return Err(anyhow::Error::new(e).context(format!("pulling LV {from_lv} from {host}")));
-    }
-    let stats = received
-        .with_context(|| format!("receiving LV {from_lv} from {host} into LV {}", req.lv))?;
+    let ctx = || format!("receiving LV {from_lv} from {host} into LV {}", req.lv);
+    let stats = match (received, sent) {
+        (Ok(s), Ok(())) => s,
+        // The sender's failure explains a truncated stream better than the truncation does,
+        // unless the sender only failed because we stopped reading (broken pipe).
+        (Err(r), Err(s)) if s.stderr_tail().contains("Broken pipe") => return Err(r.context(ctx())),
+        (_, Err(s)) => {
+            return Err(anyhow::Error::new(s).context(format!("pulling LV {from_lv} from {host}")))
+        }
+        (Err(r), Ok(())) => return Err(r.context(ctx())),
+    };
     tracing::info!(
         "pulled LV {from_lv} from {host} into {}: {}",
         req.lv,

@@ -117,10 +117,13 @@ fn relay(
     });
     let err = err_thread.join().unwrap_or_default();
     super::client::relay_logs(&src.host, &String::from_utf8_lossy(&err));
-    sender
-        .finish(&err)
-        .map_err(|e| anyhow::Error::new(e).context(format!("sending {src}")))?;
-    recv
+    match (recv, sender.finish(&err)) {
+        (Ok(r), Ok(())) => Ok(r),
+        // A sender that died of a broken pipe only saw the receiver stop: report the receiver.
+        (Err(r), Err(s)) if s.stderr_tail().contains("Broken pipe") => Err(r),
+        (_, Err(s)) => Err(anyhow::Error::new(s).context(format!("sending {src}"))),
+        (Err(r), Ok(())) => Err(r),
+    }
 }
 
 /// Runs `recv` on `dst` with its stdin fed by `write` (on another thread); returns the
