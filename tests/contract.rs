@@ -4,8 +4,10 @@
 //!
 //! Until later issues implement them, every action answers valid input with exit 4, nothing on
 //! stdout and exactly `<action>: not implemented yet` on stderr (no INFO lines at the default
-//! level). Every bad input answers exit 2, nothing on stdout and exactly one stderr line that
-//! names the problem, starts with the action name and never with `-`.
+//! level). Transfer-manager actions are implemented: on an install with no host and no
+//! OpenNebula to reach they fail cleanly past validation (see [`tm_reached`]). Every bad input
+//! answers exit 2, nothing on stdout and exactly one stderr line that names the problem,
+//! starts with the action name and never with `-`.
 
 mod support;
 
@@ -219,9 +221,34 @@ fn every_datastore_action_every_way_every_mode() {
     assert_eq!(runs, DS_ACTIONS.len() * 3 * 3);
 }
 
+/// An install whose ssh and OpenNebula lookups fail at once (`/bin/false`): TM actions run
+/// past validation and fail cleanly without any network.
+fn offline_install(extra: &str) -> Install {
+    Install::with_config(&format!(
+        "ssh_command = [\"/bin/false\"]\nonevm_command = [\"/bin/false\"]\nonedatastore_command = [\"/bin/false\"]\n{extra}"
+    ))
+}
+
+/// A valid TM call on [`offline_install`] reached its action: exit 1 (a host or OpenNebula
+/// could not be reached) or 4 (the traces' image SOURCEs are another driver's), nothing on
+/// stdout, the last stderr line naming the action; `monitor_ds` of a datastore directory
+/// that does not exist prints nothing and succeeds.
+fn tm_reached(out: &Out, action: &str, what: &str) {
+    if action == "monitor_ds" {
+        out.assert_exact(0, "", "", what);
+        return;
+    }
+    let err = out.stderr_text();
+    let last = err.lines().last().unwrap_or_default();
+    assert!(out.stdout.is_empty(), "{what}");
+    assert!([1, 4].contains(&out.code), "{what}: {err}");
+    assert!(last.starts_with(&format!("{action}: ")), "{what}: {err}");
+    assert!(!last.contains("not implemented yet"), "{what}: {err}");
+}
+
 #[test]
 fn every_tm_action_every_way() {
-    let i = Install::new();
+    let i = offline_install("");
     let calls = valid_tm_calls();
     let mut covered: Vec<&str> = calls.iter().map(|c| c.0).collect();
     covered.sort();
@@ -229,17 +256,21 @@ fn every_tm_action_every_way() {
     all.sort();
     assert_eq!(covered, all, "a TM action has no valid call here");
     for (action, args, stdin) in &calls {
+        let mut codes = Vec::new();
         for via in Via::ALL {
             let out = i.run(via, Kind::Tm, action, args, stdin);
-            not_implemented(&out, action, &format!("{via:?} {action} {args:?}"));
+            tm_reached(&out, action, &format!("{via:?} {action} {args:?}"));
+            codes.push(out.code);
         }
+        codes.dedup();
+        assert_eq!(codes.len(), 1, "{action}: the three ways differ");
     }
 }
 
 #[test]
 fn tm_suffix_selects_the_action() {
     // Mixed mode: oned runs `<tm>/clone.<system tm>` when it exists.
-    let i = Install::new();
+    let i = offline_install("");
     let (_, args, _) = valid_tm_calls()
         .into_iter()
         .find(|c| c.0 == "clone")
@@ -255,7 +286,11 @@ fn tm_suffix_selects_the_action() {
         i.entry(Kind::Tm, "clone.fs_lvm_ssh"),
         i.symlink(Kind::Tm, "clone.ssh"),
     ] {
-        not_implemented(&i.exec(&program, &args, b""), "clone", "suffix");
+        i.exec(&program, &args, b"").assert_fails_with(
+            4,
+            "clone: image SOURCE \"vm:/var/lib/one/datastores/100/rec-img-0\" is not a bsud image (<host>:vg-one-<ds>/img-one-<id>)",
+            "suffix",
+        );
     }
 }
 
@@ -740,11 +775,17 @@ fn error_markers_wrap_the_message_when_configured() {
             "ERROR MESSAGE --8<------\ncp: driver message is not valid base64: '!' at offset 0\nERROR MESSAGE ------>8--\n",
             &format!("{via:?}"),
         );
-        let (_, args, stdin) = valid_tm_calls().into_iter().find(|c| c.0 == "mv").unwrap();
-        i.run(via, Kind::Tm, "mv", &args, &stdin).assert_exact(
+        let args = [
+            "10",
+            "qcow2",
+            "h:/var/lib/one//datastores/101/0/disk.2",
+            "0",
+            "101",
+        ];
+        i.run(via, Kind::Tm, "mkimage", &args, b"").assert_exact(
             4,
             "",
-            "ERROR MESSAGE --8<------\nmv: not implemented yet\nERROR MESSAGE ------>8--\n",
+            "ERROR MESSAGE --8<------\nmkimage: volatile disks are raw LVs; FORMAT qcow2 is not supported (set DRIVER=raw)\nERROR MESSAGE ------>8--\n",
             &format!("{via:?}"),
         );
     }
