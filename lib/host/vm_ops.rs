@@ -132,30 +132,49 @@ fn flag(name: &str, v: impl std::fmt::Display) -> String {
     format!("--{name}={v}")
 }
 
-/// `host vm-stat`: what a path is.
-#[derive(Debug, Clone, PartialEq, Eq, Args)]
-pub struct VmStatReq {
-    /// The path as oned names it.
-    #[arg(long)]
-    pub path: VmPath,
+/// A request whose only flag is `--path`.
+macro_rules! path_request {
+    ($(#[$doc:meta])* $name:ident, $op:literal, $resp:ty, moves_data: $md:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Args)]
+        pub struct $name {
+            /// The path as oned names it.
+            #[arg(long)]
+            pub path: VmPath,
+        }
+
+        impl Request for $name {
+            const OP: &'static str = $op;
+            const LOCKS: bool = false;
+            const MOVES_DATA: bool = $md;
+            type Response = $resp;
+            fn args(&self) -> Vec<String> {
+                vec![flag("path", &self.path)]
+            }
+        }
+    };
 }
 
-impl Request for VmStatReq {
-    const OP: &'static str = "vm-stat";
-    const LOCKS: bool = false;
-    type Response = Entry;
-    fn args(&self) -> Vec<String> {
-        vec![flag("path", &self.path)]
-    }
-}
-
-/// `host vm-list`: the entries of a directory.
-#[derive(Debug, Clone, PartialEq, Eq, Args)]
-pub struct VmListReq {
-    /// The directory as oned names it.
-    #[arg(long)]
-    pub path: VmPath,
-}
+path_request!(
+    /// `host vm-stat`: what a path is.
+    VmStatReq, "vm-stat", Entry, moves_data: false
+);
+path_request!(
+    /// `host vm-list`: the entries of a directory.
+    VmListReq, "vm-list", VmListing, moves_data: false
+);
+path_request!(
+    /// `host remove-disk`: remove a `disk.N` entry (link, context file or marker).
+    RemoveDiskReq, "remove-disk", Removed, moves_data: false
+);
+path_request!(
+    /// `host pack-dir`: the VM directory's files as a stream on stdout.
+    PackDirReq, "pack-dir", Unpacked, moves_data: true
+);
+path_request!(
+    /// `host unpack-dir`: a packed stream from stdin into a VM directory (merged).
+    UnpackDirReq, "unpack-dir", Unpacked, moves_data: true
+);
 
 /// `vm-list`'s answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,15 +183,6 @@ pub struct VmListing {
     pub exists: bool,
     /// Its entries, sorted by name.
     pub entries: Vec<Entry>,
-}
-
-impl Request for VmListReq {
-    const OP: &'static str = "vm-list";
-    const LOCKS: bool = false;
-    type Response = VmListing;
-    fn args(&self) -> Vec<String> {
-        vec![flag("path", &self.path)]
-    }
 }
 
 /// `host link-disk`: make `<vm dir>/disk.N` a symlink to an LV's node.
@@ -214,14 +224,6 @@ impl Request for LinkDiskReq {
     }
 }
 
-/// `host remove-disk`: remove a `disk.N` entry (link, context file or marker).
-#[derive(Debug, Clone, PartialEq, Eq, Args)]
-pub struct RemoveDiskReq {
-    /// `<vm dir>/disk.N`.
-    #[arg(long)]
-    pub path: VmPath,
-}
-
 /// `remove-disk`/`remove-dir`'s answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Removed {
@@ -229,15 +231,6 @@ pub struct Removed {
     pub path: String,
     /// false: it was already absent.
     pub removed: bool,
-}
-
-impl Request for RemoveDiskReq {
-    const OP: &'static str = "remove-disk";
-    const LOCKS: bool = false;
-    type Response = Removed;
-    fn args(&self) -> Vec<String> {
-        vec![flag("path", &self.path)]
-    }
 }
 
 /// `host remove-dir`: remove a VM directory and everything in it.
@@ -306,32 +299,6 @@ impl Request for PutFileReq {
     }
 }
 
-/// `host pack-dir`: the VM directory's files as a stream on stdout.
-#[derive(Debug, Clone, PartialEq, Eq, Args)]
-pub struct PackDirReq {
-    /// The VM directory.
-    #[arg(long)]
-    pub path: VmPath,
-}
-
-impl Request for PackDirReq {
-    const OP: &'static str = "pack-dir";
-    const LOCKS: bool = false;
-    const MOVES_DATA: bool = true;
-    type Response = Unpacked;
-    fn args(&self) -> Vec<String> {
-        vec![flag("path", &self.path)]
-    }
-}
-
-/// `host unpack-dir`: a packed stream from stdin into a VM directory (merged).
-#[derive(Debug, Clone, PartialEq, Eq, Args)]
-pub struct UnpackDirReq {
-    /// The VM directory.
-    #[arg(long)]
-    pub path: VmPath,
-}
-
 /// What `unpack-dir` wrote (also the trailer of a packed stream).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unpacked {
@@ -341,16 +308,6 @@ pub struct Unpacked {
     pub bytes: u64,
     /// blake3 of the file bytes in stream order.
     pub digest: String,
-}
-
-impl Request for UnpackDirReq {
-    const OP: &'static str = "unpack-dir";
-    const LOCKS: bool = false;
-    const MOVES_DATA: bool = true;
-    type Response = Unpacked;
-    fn args(&self) -> Vec<String> {
-        vec![flag("path", &self.path)]
-    }
 }
 
 /// `host domain-pause`: suspend or resume a libvirt domain (point-in-time live snapshots).

@@ -61,26 +61,27 @@ impl Tm<'_> {
                 tracing::info!("{disk} already holds image {image}")
             }
             _ => {
-                if self.lv_info(&img)?.is_none() {
+                let Some(src) = self.lv_info(&img)? else {
                     return Err(fail(
                         ErrorKind::Failed,
                         format!("image {image}: its LV {img} does not exist"),
                     ));
-                }
+                };
                 let tags = disk_tags(vm, dst.disk_id, Some(image));
-                self.copy_to_new(&img, &disk, mib(size_mb.unwrap_or(0)), &tags, false)?;
+                let min = mib(size_mb.unwrap_or(0));
+                self.copy_to_new(&img, src.size, &disk, min, &tags, false)?;
                 crate::crashpoint::reached("clone:copied");
             }
         }
         if with_snapshots {
-            for (id, _) in self.snapshots(&img)? {
+            for (id, snap) in self.snapshots(&img)? {
                 let to = disk.snapshot(id);
                 if self.lv_info(&to)?.is_some_and(|x| is_ready(&x)) {
                     continue;
                 }
                 let mut tags = disk_tags(vm, dst.disk_id, Some(image));
                 tags.push(tag(TAG_SNAPSHOT, id));
-                self.copy_to_new(&img.snapshot(id), &to, 0, &tags, false)?;
+                self.copy_to_new(&img.snapshot(id), snap.size, &to, 0, &tags, false)?;
             }
         }
         self.link(&dst.at, &disk)

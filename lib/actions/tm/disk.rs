@@ -305,30 +305,33 @@ impl Tm<'_> {
         Ok(())
     }
 
-    /// Allocates `dst` (at least `min_bytes` and the source's size) on its drive with `tags`,
-    /// copies `src` into it, checks the receiver's digest against a separate checksum of the
-    /// source when `verify_source`, and marks it ready. Re-runnable: an existing `dst` is
-    /// overwritten (its stale ranges zeroed).
+    /// Allocates `dst` (at least `min_bytes` and the source's size `src_size`) on its drive
+    /// with `tags`, copies `src` into it, checks the receiver's digest against a separate
+    /// checksum of the source when `verify_source`, and marks it ready. Re-runnable: an
+    /// existing `dst` is grown if needed and overwritten (its stale ranges zeroed).
     pub(super) fn copy_to_new(
         &self,
         src: &DiskLv,
+        src_size: u64,
         dst: &DiskLv,
         min_bytes: u64,
         tags: &[String],
         verify_source: bool,
     ) -> anyhow::Result<()> {
-        let src_lv = self
-            .lv_info(src)?
-            .ok_or_else(|| fail(ErrorKind::Failed, format!("LV {src} does not exist")))?;
-        let want = src_lv.size.max(min_bytes);
+        let want = src_size.max(min_bytes);
         let drive = self.drive_of(dst)?;
-        if let Some(have) = self.storage.existing(&drive, &dst.lv)? {
-            if have < want {
-                self.storage.extend(&drive, &dst.lv, want)?;
-            }
-        }
         let tag_refs: Vec<&str> = tags.iter().map(String::as_str).collect();
-        let created = self.storage.allocate(&drive, &dst.lv, want, &tag_refs)?;
+        let created = match self.storage.allocate(&drive, &dst.lv, want, &tag_refs) {
+            Ok(c) => c,
+            // A smaller LV of that name from an earlier run (or reserved by mkfs): grow it.
+            Err(e) => match self.storage.existing(&drive, &dst.lv)? {
+                Some(have) if have < want => {
+                    self.storage.extend(&drive, &dst.lv, want)?;
+                    self.storage.allocate(&drive, &dst.lv, want, &tag_refs)?
+                }
+                _ => return Err(e),
+            },
+        };
         self.copy_over(src, dst, created.created, verify_source)
     }
 

@@ -151,7 +151,14 @@ impl Tm<'_> {
             for (id, snap) in self.snapshots(&src)? {
                 let to = dst.snapshot(id);
                 if !self.lv_info(&to)?.is_some_and(|l| is_ready(&l)) {
-                    self.copy_to_new(&src.snapshot(id), &to, 0, &carried_tags(&snap, &[]), true)?;
+                    self.copy_to_new(
+                        &src.snapshot(id),
+                        snap.size,
+                        &to,
+                        0,
+                        &carried_tags(&snap, &[]),
+                        true,
+                    )?;
                 }
             }
             self.link(&at, &dst)?;

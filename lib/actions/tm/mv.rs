@@ -98,10 +98,11 @@ impl Tm<'_> {
                 format!("neither {from} nor a ready {to} exists"),
             ));
         };
-        self.copy_to_new(from, to, 0, &carried_tags(&src, &[]), true)?;
+        self.copy_to_new(from, src.size, to, 0, &carried_tags(&src, &[]), true)?;
         for (id, snap) in self.snapshots(from)? {
             self.copy_to_new(
                 &from.snapshot(id),
+                snap.size,
                 &to.snapshot(id),
                 0,
                 &carried_tags(&snap, &[]),

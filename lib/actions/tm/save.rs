@@ -62,9 +62,16 @@ impl Tm<'_> {
         vm: i64,
     ) -> anyhow::Result<()> {
         let keep = self.snapshots(disk)?;
-        for (id, _) in &keep {
+        for (id, snap) in &keep {
             let tags = [tag(TAG_IMAGE, image), tag(TAG_SNAPSHOT, *id)];
-            self.copy_to_new(&disk.snapshot(*id), &img.snapshot(*id), 0, &tags, true)?;
+            self.copy_to_new(
+                &disk.snapshot(*id),
+                snap.size,
+                &img.snapshot(*id),
+                0,
+                &tags,
+                true,
+            )?;
         }
         let stale: Vec<String> = self
             .snapshots(img)?
@@ -103,7 +110,7 @@ impl Tm<'_> {
             Some(s) => disk.snapshot(s),
             None => disk.clone(),
         };
-        if self.lv_info(&from)?.is_none() {
+        let Some(from_lv) = self.lv_info(&from)? else {
             return Err(fail(
                 ErrorKind::Failed,
                 format!(
@@ -112,7 +119,7 @@ impl Tm<'_> {
                     snap.map(|s| format!(", snapshot {s}")).unwrap_or_default()
                 ),
             ));
-        }
-        self.copy_to_new(&from, &img, 0, &[tag(TAG_IMAGE, image)], true)
+        };
+        self.copy_to_new(&from, from_lv.size, &img, 0, &[tag(TAG_IMAGE, image)], true)
     }
 }

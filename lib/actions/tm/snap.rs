@@ -48,7 +48,7 @@ impl SnapshotStore for ThickCopies<'_, '_> {
             .ok_or_else(|| fail(ErrorKind::Failed, format!("LV {disk} does not exist")))?;
         let tags = carried_tags(&src, &[tag(TAG_SNAPSHOT, snap)]);
         let Some(domain) = pause else {
-            return tm.copy_to_new(disk, &to, 0, &tags, false);
+            return tm.copy_to_new(disk, src.size, &to, 0, &tags, false);
         };
         let paused = tm.hosts().call(
             &disk.host,
@@ -66,7 +66,7 @@ impl SnapshotStore for ThickCopies<'_, '_> {
                     .unwrap_or("it could not be suspended")
             );
         }
-        let copied = tm.copy_to_new(disk, &to, 0, &tags, false);
+        let copied = tm.copy_to_new(disk, src.size, &to, 0, &tags, false);
         if paused.done {
             tm.hosts().call(
                 &disk.host,
