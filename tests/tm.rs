@@ -1068,12 +1068,22 @@ fn lifecycle_terminate_from_stopped_and_undeployed() {
         "persistent disk saved from its parked LV"
     );
     assert_vm_gone(&bed, 2);
-    // Undeployed, after the marker of a disk was lost: the VM's history finds it.
-    bed.put_vm(&main_vm(3, &[("kvm1", 102)]));
+    // Undeployed, after the markers of two disks were lost: the VM's history finds them,
+    // and the persistent one is still saved.
+    bed.put_vm(&main_vm(3, &[("kvm2", 101), ("kvm1", 102)]));
     bed.all(&deploy_lines(&bed, 3, "kvm1", 102));
+    let mut m3 = Model::capture(&bed, "kvm1", 102, 3, &[0]);
+    m3.write(&bed, ("kvm1", 102), 0, 5 * MIB, MIB, 90);
     bed.all(&mv_lines(3, ("kvm1", 102), (FE, 102)));
-    std::fs::remove_file(bed.path(FE, &disk_path(102, 3, 1))).unwrap();
+    for n in [0, 1] {
+        std::fs::remove_file(bed.path(FE, &disk_path(102, 3, n))).unwrap();
+    }
     bed.all(&terminate_lines(3, FE, 102));
+    let img = std::fs::read(bed.lv_file("kvm1", 100, "img-one-2")).unwrap();
+    assert!(
+        img == m3.disks[&0],
+        "persistent disk found through the history and saved"
+    );
     assert_vm_gone(&bed, 3);
     for i in [0, 2] {
         bed.remove_image(i);

@@ -36,35 +36,12 @@ impl Tm<'_> {
                 self.remove_entry(&d.at)
             }
             Located::Unknown => {
-                let ds = system_ds(&d.at)?;
-                for host in self.history_hosts(vm) {
-                    self.remove_with_snapshots(&DiskLv::disk(&host, ds, vm, d.disk_id), vm)?;
+                for lv in self.lost_disk(d, vm)? {
+                    self.remove_with_snapshots(&lv, vm)?;
                 }
                 self.remove_entry(&d.at)
             }
         }
-    }
-
-    /// Hosts the VM has been on, latest first (never the frontend); empty when OpenNebula
-    /// cannot say.
-    fn history_hosts(&self, vm: i64) -> Vec<String> {
-        let doc = match self.vm(vm) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!("cannot read VM {vm}'s history to find its disks: {e:#}");
-                return Vec::new();
-            }
-        };
-        let mut hosts: Vec<String> = Vec::new();
-        for h in doc.history.iter().rev() {
-            if !h.hostname.is_empty()
-                && !self.is_frontend(&h.hostname)
-                && !hosts.contains(&h.hostname)
-            {
-                hosts.push(h.hostname.clone());
-            }
-        }
-        hosts
     }
 
     fn delete_dir(&self, at: &HostPath, vm: i64) -> anyhow::Result<()> {

@@ -417,6 +417,47 @@ impl Tm<'_> {
         Ok(())
     }
 
+    /// Hosts the VM has been on, latest first (never the frontend); empty when OpenNebula
+    /// cannot say.
+    pub(super) fn history_hosts(&self, vm: i64) -> Vec<String> {
+        let doc = match self.vm(vm) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!("cannot read VM {vm}'s history to find its disks: {e:#}");
+                return Vec::new();
+            }
+        };
+        let mut hosts: Vec<String> = Vec::new();
+        for h in doc.history.iter().rev() {
+            if !h.hostname.is_empty()
+                && !self.is_frontend(&h.hostname)
+                && !hosts.contains(&h.hostname)
+            {
+                hosts.push(h.hostname.clone());
+            }
+        }
+        hosts
+    }
+
+    /// A frontend disk without its marker: the LVs of that name on the hosts of the VM's
+    /// history (in the path's system datastore) that exist.
+    pub(super) fn lost_disk(&self, d: &DiskRef, vm: i64) -> anyhow::Result<Vec<DiskLv>> {
+        let ds = system_ds(&d.at)?;
+        let mut found = Vec::new();
+        for host in self.history_hosts(vm) {
+            let lv = DiskLv::disk(&host, ds, vm, d.disk_id);
+            if self.lv_info(&lv)?.is_some() {
+                tracing::warn!(
+                    "{}:{} has no marker; found its disk at {lv}",
+                    d.at.host,
+                    d.at.path
+                );
+                found.push(lv);
+            }
+        }
+        Ok(found)
+    }
+
     /// The VM document (disk sizes, FS, TM_MAD, history).
     pub(super) fn vm(&self, vm: i64) -> anyhow::Result<crate::one::vm::VmXml> {
         self.ctx.one.vm(&self.ctx.config, vm)

@@ -146,6 +146,11 @@ impl Tm<'_> {
                 None => disk_tags(m.vm_id, disk.disk_id, disk.image_id),
             };
             let tag_refs: Vec<&str> = tags.iter().map(String::as_str).collect();
+            // A leftover of an earlier attempt may hold stale bytes libvirt would not
+            // overwrite where the source reads as zeros: start from a fresh LV.
+            if self.lv_info(&dst)?.is_some() {
+                self.remove_lvs(&dst, std::slice::from_ref(&dst.lv), m.vm_id)?;
+            }
             self.storage
                 .allocate(&self.drive_of(&dst)?, &dst.lv, size, &tag_refs)?;
             for (id, snap) in self.snapshots(&src)? {

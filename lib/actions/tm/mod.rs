@@ -1,6 +1,6 @@
 //! Transfer-manager actions (reference §4, §5): parse and validate argv, then act.
 //!
-//! Layout of a VM on drives (docs/ARCHITECTURE.md, "VM disks"):
+//! Layout of a VM on drives (README.md, "VM disks on drives"):
 //! - Disk N of VM V on host H in system datastore S is the LV `vg-one-S/lv-one-V-N` on H's
 //!   drive of S, S being taken from the path (`…/datastores/S/V/disk.N`), never from the
 //!   datastore argument (the image datastore for image disks). It carries `one.vm=V`,

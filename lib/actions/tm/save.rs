@@ -5,11 +5,12 @@
 //! disk was resized, the disk is copied into it, the receiver's digest is compared with a
 //! separate checksum of the disk, and only then are the disk LV, its snapshots (saved as
 //! image snapshots `img-one-<id>-snap-<s>`, ones the VM deleted dropped) and its link or
-//! marker removed. A disk already gone means a previous run finished the copy: nothing left
-//! to save, the step succeeds.
+//! marker removed. A frontend path without a marker is looked for on the hosts of the VM's
+//! history. A disk already gone means a previous run finished the copy: nothing left to save,
+//! the step succeeds.
 
 use super::clone::{image_lv, our_source};
-use super::disk::{tag, DiskLv, TAG_IMAGE, TAG_SNAPSHOT};
+use super::disk::{tag, DiskLv, Located, TAG_IMAGE, TAG_SNAPSHOT};
 use super::Tm;
 use crate::error::{fail, ErrorKind};
 use crate::one::tm::DiskRef;
@@ -19,8 +20,12 @@ impl Tm<'_> {
     pub(super) fn mvds(&self, src: &DiskRef, source: &str, vm: i64) -> anyhow::Result<()> {
         let (source, image) = our_source(source)?;
         let img = image_lv(&source);
-        let disk = match self.locate(src, vm)?.lv() {
-            Some(l) => l.clone(),
+        let found = match self.locate(src, vm)? {
+            Located::Here(l) | Located::Parked(l) => Some(l),
+            Located::Unknown => self.lost_disk(src, vm)?.into_iter().next(),
+        };
+        let disk = match found {
+            Some(l) => l,
             None => {
                 tracing::info!(
                     "disk {} of VM {vm}: no disk and no marker at {}:{}: already saved",
