@@ -334,6 +334,11 @@ impl Drop for Bed {
     }
 }
 
+/// A transfer line `ACTION bsud <target> <rest>`.
+fn tl(action: &str, target: String, rest: &str) -> String {
+    format!("{action} bsud {target} {rest}")
+}
+
 /// `host:<DSL>/<ds>/<vm>/disk.<n>`.
 fn dk(host: &str, ds: i64, vm: i64, n: u32) -> String {
     format!("{host}:{DSL}/{ds}/{vm}/disk.{n}")
@@ -729,10 +734,7 @@ fn lifecycle_live_migrate() {
     let bed = Bed::new();
     let m = deployed(&bed, 0, "kvm1", 101);
     // A snapshot travels with its disk.
-    bed.ok(&format!(
-        "SNAP_CREATE_LIVE bsud {} 0 0 100",
-        dk("kvm1", 101, 0, 1)
-    ));
+    bed.ok(&tl("SNAP_CREATE_LIVE", dk("kvm1", 101, 0, 1), "0 0 100"));
     // Another transfer manager's disk: its premigrate/postmigrate record their calls.
     let other = bed.install.path("remotes/tm/othertm");
     std::fs::create_dir_all(&other).unwrap();
@@ -803,10 +805,7 @@ fn lifecycle_live_migrate() {
         stdin.as_bytes(),
     );
     assert_eq!(std::fs::read_to_string(&log).unwrap(), before);
-    bed.ok(&format!(
-        "SNAP_DELETE bsud {} 0 0 100",
-        dk("kvm2", 101, 0, 1)
-    ));
+    bed.ok(&tl("SNAP_DELETE", dk("kvm2", 101, 0, 1), "0 0 100"));
     bed.all(&terminate_lines(0, "kvm2", 101));
     assert_vm_gone(&bed, 0);
 }
@@ -818,30 +817,30 @@ fn lifecycle_disk_saveas() {
     let bed = Bed::new();
     let mut m = deployed(&bed, 0, "kvm1", 101);
     let snap_state = m.disks[&1].clone();
-    bed.ok(&format!(
-        "SNAP_CREATE_LIVE bsud {} 0 0 100",
-        dk("kvm1", 101, 0, 1)
-    ));
+    bed.ok(&tl("SNAP_CREATE_LIVE", dk("kvm1", 101, 0, 1), "0 0 100"));
     m.write(&bed, ("kvm1", 101), 1, 0, MIB, 40);
     // mkfs (FORMAT save_as) reserved images 3 and 4: the DS driver creates their LVs.
     bed.image(3, 24, 0);
-    bed.ok(&format!(
-        "CPDS bsud {} kvm1:vg-one-100/img-one-3 -1 0 100",
-        dk("kvm1", 101, 0, 1)
+    bed.ok(&tl(
+        "CPDS",
+        dk("kvm1", 101, 0, 1),
+        "kvm1:vg-one-100/img-one-3 -1 0 100",
     ));
     assert!(std::fs::read(bed.lv_file("kvm1", 100, "img-one-3")).unwrap() == m.disks[&1]);
     // Image 4 does not exist yet: cpds makes it.
-    bed.ok(&format!(
-        "CPDS bsud {} kvm1:vg-one-100/img-one-4 0 0 100",
-        dk("kvm1", 101, 0, 1)
+    bed.ok(&tl(
+        "CPDS",
+        dk("kvm1", 101, 0, 1),
+        "kvm1:vg-one-100/img-one-4 0 0 100",
     ));
     assert!(std::fs::read(bed.lv_file("kvm1", 100, "img-one-4")).unwrap() == snap_state);
     // From a stopped VM, with the disk parked on kvm1.
     bed.all(&mv_lines(0, ("kvm1", 101), (FE, 101)));
     bed.image(6, 16, 0);
-    bed.ok(&format!(
-        "CPDS bsud {} kvm1:vg-one-100/img-one-6 -1 0 100",
-        dk(FE, 101, 0, 0)
+    bed.ok(&tl(
+        "CPDS",
+        dk(FE, 101, 0, 0),
+        "kvm1:vg-one-100/img-one-6 -1 0 100",
     ));
     assert!(std::fs::read(bed.lv_file("kvm1", 100, "img-one-6")).unwrap() == m.disks[&0]);
     // Terminate from stopped: frontend paths.
@@ -904,11 +903,12 @@ fn lifecycle_hotplug() {
     bed.write_file(&p7, MIB as u64, &pattern(70, MIB));
     let seven = read_disk(&bed, "kvm1", 101, 0, 7);
     // Detach (VMM first, then the TM epilog line).
-    bed.ok(&format!("DELETE.bsud bsud {} 0 100", dk("kvm1", 101, 0, 5)));
-    bed.ok(&format!("DELETE bsud {} 0 101", dk("kvm1", 101, 0, 6)));
-    bed.ok(&format!(
-        "MVDS.bsud bsud {} kvm1:vg-one-100/img-one-7 0 100",
-        dk("kvm1", 101, 0, 7)
+    bed.ok(&tl("DELETE.bsud", dk("kvm1", 101, 0, 5), "0 100"));
+    bed.ok(&tl("DELETE", dk("kvm1", 101, 0, 6), "0 101"));
+    bed.ok(&tl(
+        "MVDS.bsud",
+        dk("kvm1", 101, 0, 7),
+        "kvm1:vg-one-100/img-one-7 0 100",
     ));
     assert!(std::fs::read(bed.lv_file("kvm1", 100, "img-one-7")).unwrap() == seven);
     for n in [5, 6, 7] {
@@ -929,10 +929,11 @@ fn lifecycle_hotplug() {
         seven,
         "the saved image comes back"
     );
-    bed.ok(&format!("DELETE bsud {} 0 100", dk("kvm1", 101, 0, 5)));
-    bed.ok(&format!(
-        "MVDS bsud {} kvm1:vg-one-100/img-one-7 0 100",
-        dk("kvm1", 101, 0, 7)
+    bed.ok(&tl("DELETE", dk("kvm1", 101, 0, 5), "0 100"));
+    bed.ok(&tl(
+        "MVDS",
+        dk("kvm1", 101, 0, 7),
+        "kvm1:vg-one-100/img-one-7 0 100",
     ));
     bed.all(&terminate_lines(0, "kvm1", 101));
     assert_vm_gone(&bed, 0);
@@ -960,7 +961,7 @@ fn lifecycle_resize() {
     m.write(&bed, ("kvm1", 101), 0, 36 * MIB, MIB, 50);
     // Undeployed resize goes through the marker.
     bed.all(&mv_lines(0, ("kvm1", 101), (FE, 101)));
-    bed.ok(&format!("RESIZE bsud {} 44 0 100", dk(FE, 101, 0, 1)));
+    bed.ok(&tl("RESIZE", dk(FE, 101, 0, 1), "44 0 100"));
     m.disks.get_mut(&1).unwrap().resize(44 * MIB, 0);
     bed.all(&mv_lines(0, (FE, 101), ("kvm1", 101)));
     m.check(&bed, "kvm1", 101, "after undeployed resize");
@@ -978,36 +979,18 @@ fn lifecycle_snapshots() {
     let bed = Bed::new();
     let mut m = deployed(&bed, 0, "kvm1", 101);
     let s0 = m.disks[&0].clone();
-    bed.ok(&format!(
-        "SNAP_CREATE_LIVE bsud {} 0 0 100",
-        dk("kvm1", 101, 0, 0)
-    ));
+    bed.ok(&tl("SNAP_CREATE_LIVE", dk("kvm1", 101, 0, 0), "0 0 100"));
     m.write(&bed, ("kvm1", 101), 0, 0, MIB, 60);
     let s1 = m.disks[&0].clone();
-    bed.ok(&format!(
-        "SNAP_CREATE_LIVE bsud {} 1 0 100",
-        dk("kvm1", 101, 0, 0)
-    ));
-    bed.ok(&format!(
-        "SNAP_DELETE bsud {} 0 0 100",
-        dk("kvm1", 101, 0, 0)
-    ));
+    bed.ok(&tl("SNAP_CREATE_LIVE", dk("kvm1", 101, 0, 0), "1 0 100"));
+    bed.ok(&tl("SNAP_DELETE", dk("kvm1", 101, 0, 0), "0 0 100"));
     m.write(&bed, ("kvm1", 101), 0, 0, MIB, 61);
     // Poweroff: create 2, revert to 1, delete 2.
-    bed.ok(&format!(
-        "SNAP_CREATE bsud {} 2 0 100",
-        dk("kvm1", 101, 0, 0)
-    ));
-    bed.ok(&format!(
-        "SNAP_REVERT bsud {} 1 0 100",
-        dk("kvm1", 101, 0, 0)
-    ));
+    bed.ok(&tl("SNAP_CREATE", dk("kvm1", 101, 0, 0), "2 0 100"));
+    bed.ok(&tl("SNAP_REVERT", dk("kvm1", 101, 0, 0), "1 0 100"));
     m.disks.insert(0, s1.clone());
     m.check(&bed, "kvm1", 101, "after revert");
-    bed.ok(&format!(
-        "SNAP_DELETE bsud {} 2 0 100",
-        dk("kvm1", 101, 0, 0)
-    ));
+    bed.ok(&tl("SNAP_DELETE", dk("kvm1", 101, 0, 0), "2 0 100"));
     let lvs = bed.vm_lvs("kvm1", 0);
     assert!(
         lvs.contains(&"vg-one-101/lv-one-0-0-snap-1".to_string()),
@@ -1036,15 +1019,13 @@ fn lifecycle_snapshots() {
     ));
     let snap = std::fs::read(bed.lv_file("kvm2", 101, "lv-one-1-0-snap-1")).unwrap();
     assert!(snap == s1);
-    bed.ok(&format!(
-        "SNAP_DELETE bsud {} 1 1 100",
-        dk("kvm2", 101, 1, 0)
+    bed.ok(&tl("SNAP_DELETE", dk("kvm2", 101, 1, 0), "1 1 100"));
+    bed.ok(&tl(
+        "MVDS",
+        dk("kvm2", 101, 1, 0),
+        "kvm1:vg-one-100/img-one-2 1 100",
     ));
-    bed.ok(&format!(
-        "MVDS bsud {} kvm1:vg-one-100/img-one-2 1 100",
-        dk("kvm2", 101, 1, 0)
-    ));
-    bed.ok(&format!("DELETE bsud {} 1 101", dir("kvm2", 101, 1)));
+    bed.ok(&tl("DELETE", dir("kvm2", 101, 1), "1 101"));
     assert!(
         !bed.lvs("kvm1")
             .iter()
@@ -1328,10 +1309,7 @@ fn tm_hostile_input_touches_nothing() {
 fn tm_monitoring() {
     let bed = Bed::new();
     let _m = deployed(&bed, 0, "kvm1", 101);
-    bed.ok(&format!(
-        "SNAP_CREATE bsud {} 3 0 100",
-        dk("kvm1", 101, 0, 1)
-    ));
+    bed.ok(&tl("SNAP_CREATE", dk("kvm1", 101, 0, 1), "3 0 100"));
     assert_eq!(
         std::fs::read_to_string(bed.path("kvm1", &format!("{DSL}/101/.monitor"))).unwrap(),
         "bsud"
