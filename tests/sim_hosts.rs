@@ -200,7 +200,7 @@ fn vg_on_two_volumes(s: &Scratch, host: &HostView, vg: &str) -> (PathBuf, PathBu
 }
 
 #[test]
-fn sim_lv_bytes_follow_lvm() {
+fn sim_lv_bytes_follow_lvm_across_volume_files() {
     let mut s = Scratch::new();
     let a = s.host("a");
     let (v1, v2) = vg_on_two_volumes(&s, &a, "vgmove");

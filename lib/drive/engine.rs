@@ -462,6 +462,7 @@ impl Engine<'_> {
             VolumeState::Available,
             self.wait(self.timeouts.volume_create),
         )?;
+        crate::crashpoint::reached("grow:volume-available");
         let v = self.link(d, &r.identity, &v, &r.vg)?;
         let path = self.device_path(d, &r.identity, &v, &r.vg)?;
         crate::crashpoint::reached("grow:device-present");
