@@ -309,7 +309,8 @@ fn drive_crash_after_each_step_then_rerun_converges() {
     fe.alloc(&d0, "lv-one-7-0", GIB).unwrap();
     let before = fe.vg(&d0).lvs;
     for (i, step) in steps.iter().enumerate() {
-        let ds = 300 + i as i64 * 0 + if i == 0 { 0 } else { i as i64 + 10 };
+        // The first step grows the drive that already holds data; the others start empty.
+        let ds = if i == 0 { 300 } else { 310 + i as i64 };
         let d = DriveRef {
             host: "kvm1".into(),
             ds,
