@@ -1,6 +1,8 @@
 //! Drives on the testbed (bsud-sim + simulated hosts with real LVM): growth, concurrency,
 //! crashes after every step, cloud faults, shrink, adopt. Tests named `drive_*` (issue 4).
 
+mod support;
+
 use std::os::unix::fs::FileExt;
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
@@ -15,32 +17,14 @@ use bsud::error::exit_code;
 use bsud::exec;
 use bsud::host::client::HostClient;
 use bsud::sim::cloud::client::SimClient;
-use bsud::sim::testbed::{Testbed, TestbedOpts};
+use bsud::sim::testbed::Testbed;
 use serde_json::json;
 
 /// SIGABRT: what a crash point dies of.
 const SIGABRT: i32 = 6;
 
 fn testbed(hosts: &[&str]) -> Testbed {
-    let mut o = TestbedOpts::new(
-        env!("CARGO_BIN_EXE_bsud-sim"),
-        env!("CARGO_BIN_EXE_one-bsud"),
-    );
-    o.hosts = hosts.iter().map(|h| h.to_string()).collect();
-    o.serve_args = [
-        "--create-delay-ms",
-        "20",
-        "--attach-delay-ms",
-        "20",
-        "--detach-delay-ms",
-        "20",
-        "--delete-delay-ms",
-        "20",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    Testbed::start(o).expect("testbed starts")
+    support::testbed(hosts, 20)
 }
 
 /// The library's own view of the testbed, as the frontend process builds it.
@@ -783,7 +767,7 @@ fn drive_cli_grow_show_shrink_delete() {
 #[test]
 #[ignore = "benchmark: run with scripts/bench-drive"]
 fn drive_bench_growth_to_1tib() {
-    let mut o = TestbedOpts::new(
+    let mut o = bsud::sim::testbed::TestbedOpts::new(
         env!("CARGO_BIN_EXE_bsud-sim"),
         env!("CARGO_BIN_EXE_one-bsud"),
     );

@@ -2,6 +2,8 @@
 //! the Outscale API, LVM on the host that sees them, LV bytes following the volumes from one
 //! host to another, faults the drive code must survive.
 
+mod support;
+
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
@@ -10,29 +12,12 @@ use bsud::cloud::{wait_link, wait_unlinked, wait_volume, Cloud, VolumeSpec, Volu
 use bsud::config::{Config, Env, VolumeType};
 use bsud::exec;
 use bsud::sim::cloud::client::SimClient;
-use bsud::sim::testbed::{Testbed, TestbedOpts};
+use bsud::sim::testbed::Testbed;
 use bsud::wait::Wait;
 use serde_json::json;
 
 fn testbed() -> Testbed {
-    let mut o = TestbedOpts::new(
-        env!("CARGO_BIN_EXE_bsud-sim"),
-        env!("CARGO_BIN_EXE_one-bsud"),
-    );
-    o.serve_args = [
-        "--create-delay-ms",
-        "20",
-        "--attach-delay-ms",
-        "20",
-        "--detach-delay-ms",
-        "20",
-        "--delete-delay-ms",
-        "20",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    Testbed::start(o).expect("testbed starts")
+    support::testbed(&["kvm1", "kvm2"], 20)
 }
 
 fn cloud(tb: &Testbed) -> OutscaleCloud {
