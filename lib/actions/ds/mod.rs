@@ -68,7 +68,7 @@ pub fn run(
         c.datastore_id = Some(ds_id);
     });
     tracing::debug!(
-        "{action}: message via {:?}, id {}, decoded in {:.1} ms",
+        "message via {:?}, id {}, decoded in {:.1} ms",
         input.mode,
         input.id,
         started.elapsed().as_secs_f64() * 1e3
@@ -88,7 +88,7 @@ pub fn run(
         other => Err(super::not_implemented("datastore", other)),
     };
     tracing::debug!(
-        "{action}: {} in {:.1} ms",
+        "{} in {:.1} ms",
         if out.is_ok() { "done" } else { "failed" },
         started.elapsed().as_secs_f64() * 1e3
     );
