@@ -168,7 +168,13 @@ impl Bed {
 
     /// The LV's bytes as the testbed exposes them (lvfs).
     fn lv_file(&self, lv: &str) -> PathBuf {
-        self.tb.host("kvm1").unwrap().view.lv_dir().join(VG).join(lv)
+        self.tb
+            .host("kvm1")
+            .unwrap()
+            .view
+            .lv_dir()
+            .join(VG)
+            .join(lv)
     }
 
     /// The stream digest of an LV's first `size` bytes (whole LV by default), on its host.
@@ -199,13 +205,8 @@ impl Bed {
             .unwrap(),
         };
         e.with_space(&d, bytes, |_| {
-            self.hosts.lv_create(
-                "kvm1",
-                &VG.parse()?,
-                &lv.parse()?,
-                bytes,
-                &[tag.parse()?],
-            )
+            self.hosts
+                .lv_create("kvm1", &VG.parse()?, &lv.parse()?, bytes, &[tag.parse()?])
         })
         .unwrap();
     }
@@ -344,12 +345,29 @@ fn ds_lifecycle_every_action_every_mode() {
     // cp: images 1, 2, 3 in the three modes.
     for (n, mode) in MODES.iter().enumerate() {
         let id = n as i64 + 1;
-        let out = bed.run(Via::Entry, *mode, "cp", &bed.msg(&image(id, &path, 64)), &id.to_string());
-        line(&out, &format!("kvm1:{VG}/img-one-{id} raw"), &format!("cp {mode:?}"));
-        assert_eq!(bed.lv_digest(&format!("img-one-{id}"), Some(64 * MIB)), want);
+        let out = bed.run(
+            Via::Entry,
+            *mode,
+            "cp",
+            &bed.msg(&image(id, &path, 64)),
+            &id.to_string(),
+        );
+        line(
+            &out,
+            &format!("kvm1:{VG}/img-one-{id} raw"),
+            &format!("cp {mode:?}"),
+        );
+        assert_eq!(
+            bed.lv_digest(&format!("img-one-{id}"), Some(64 * MIB)),
+            want
+        );
     }
     let lv1 = bed.lv("img-one-1").unwrap();
-    assert!(lv1.tags.contains(&"one.image=1".to_string()), "{:?}", lv1.tags);
+    assert!(
+        lv1.tags.contains(&"one.image=1".to_string()),
+        "{:?}",
+        lv1.tags
+    );
     assert!(lv1.tags.contains(&"one.bsud.state=ready".to_string()));
     // A rerun after success answers the same and touches nothing.
     let out = bed.act("cp", &bed.msg(&image(1, &path, 64)), "1");
@@ -358,7 +376,13 @@ fn ds_lifecycle_every_action_every_mode() {
 
     // monitor: TOTAL is the growth limit, USED what the LVs hold.
     for mode in MODES {
-        let out = bed.run(Via::Entry, mode, "monitor", &ds_message(None, &bed.ds, ""), "100");
+        let out = bed.run(
+            Via::Entry,
+            mode,
+            "monitor",
+            &ds_message(None, &bed.ds, ""),
+            "100",
+        );
         assert_eq!(
             (out.code, out.stdout_text().as_str()),
             (0, "USED_MB=192\nFREE_MB=65344\nTOTAL_MB=65536\n"),
@@ -369,7 +393,11 @@ fn ds_lifecycle_every_action_every_mode() {
 
     // mkfs: ext4, swap, save_as.
     let mut ext4 = ImageSpec::datablock(4, DS, 32, "ext4");
-    line(&bed.run(Via::Entry, Mode::Argv, "mkfs", &bed.msg(&ext4), "4"), &format!("kvm1:{VG}/img-one-4"), "mkfs ext4");
+    line(
+        &bed.run(Via::Entry, Mode::Argv, "mkfs", &bed.msg(&ext4), "4"),
+        &format!("kvm1:{VG}/img-one-4"),
+        "mkfs ext4",
+    );
     let mut sb = [0u8; 2];
     std::fs::File::open(bed.lv_file("img-one-4"))
         .unwrap()
@@ -377,10 +405,18 @@ fn ds_lifecycle_every_action_every_mode() {
         .unwrap();
     assert_eq!(sb, [0x53, 0xef], "ext4 superblock magic");
     ext4.id = 4;
-    line(&bed.act("mkfs", &bed.msg(&ext4), "4"), &format!("kvm1:{VG}/img-one-4"), "mkfs rerun");
+    line(
+        &bed.act("mkfs", &bed.msg(&ext4), "4"),
+        &format!("kvm1:{VG}/img-one-4"),
+        "mkfs rerun",
+    );
     let mut swap = ImageSpec::datablock(5, DS, 16, "");
     swap.format = "swap".into();
-    line(&bed.run(Via::Symlink, Mode::Dash, "mkfs", &bed.msg(&swap), "5"), &format!("kvm1:{VG}/img-one-5"), "mkfs swap");
+    line(
+        &bed.run(Via::Symlink, Mode::Dash, "mkfs", &bed.msg(&swap), "5"),
+        &format!("kvm1:{VG}/img-one-5"),
+        "mkfs swap",
+    );
     let mut sig = [0u8; 10];
     std::fs::File::open(bed.lv_file("img-one-5"))
         .unwrap()
@@ -389,7 +425,11 @@ fn ds_lifecycle_every_action_every_mode() {
     assert_eq!(&sig, b"SWAPSPACE2");
     let mut save_as = ImageSpec::datablock(6, DS, 16, "");
     save_as.format = "save_as".into();
-    line(&bed.run(Via::Explicit, Mode::Stdin, "mkfs", &bed.msg(&save_as), "6"), &format!("kvm1:{VG}/img-one-6"), "mkfs save_as");
+    line(
+        &bed.run(Via::Explicit, Mode::Stdin, "mkfs", &bed.msg(&save_as), "6"),
+        &format!("kvm1:{VG}/img-one-6"),
+        "mkfs save_as",
+    );
     assert!(bed.lv("img-one-6").is_none(), "save_as creates nothing");
     let mut btrfs = ImageSpec::datablock(7, DS, 16, "btrfs");
     btrfs.id = 7;
@@ -407,8 +447,15 @@ fn ds_lifecycle_every_action_every_mode() {
         c.cloning_id = 1;
         c.format = "raw".into();
         let out = bed.run(Via::Entry, *mode, "clone", &bed.msg(&c), &id.to_string());
-        line(&out, &format!("kvm1:{VG}/img-one-{id} raw"), &format!("clone {mode:?}"));
-        assert_eq!(bed.lv_digest(&format!("img-one-{id}"), Some(64 * MIB)), want);
+        line(
+            &out,
+            &format!("kvm1:{VG}/img-one-{id} raw"),
+            &format!("clone {mode:?}"),
+        );
+        assert_eq!(
+            bed.lv_digest(&format!("img-one-{id}"), Some(64 * MIB)),
+            want
+        );
     }
 
     // export: the marketplace's document; its IMPORT_SOURCE path is the LV's node on kvm1.
@@ -435,7 +482,10 @@ fn ds_lifecycle_every_action_every_mode() {
     for (sid, seed) in [(0u32, 10u64), (1, 11), (2, 12)] {
         let name = format!("img-one-1-snap-{sid}");
         bed.make_lv(&name, 64 * MIB, "one.image=1");
-        let f = std::fs::OpenOptions::new().write(true).open(bed.lv_file(&name)).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(bed.lv_file(&name))
+            .unwrap();
         f.write_all_at(&noise(seed, 1 << 20), 8 * MIB).unwrap();
         f.sync_all().unwrap();
     }
@@ -448,11 +498,23 @@ fn ds_lifecycle_every_action_every_mode() {
     let snap0 = bed.lv_digest("img-one-1-snap-0", None);
     let snap2 = bed.lv_digest("img-one-1-snap-2", None);
     // Revert: the image reads exactly as snapshot 0 (its own data at 0 and 60 MiB zeroed).
-    bed.run(Via::Entry, Mode::Argv, "snap_revert", &bed.msg(&snap(0)), "1")
-        .ok_empty("snap_revert");
+    bed.run(
+        Via::Entry,
+        Mode::Argv,
+        "snap_revert",
+        &bed.msg(&snap(0)),
+        "1",
+    )
+    .ok_empty("snap_revert");
     assert_eq!(bed.lv_digest("img-one-1", None), snap0);
-    bed.run(Via::Symlink, Mode::Dash, "snap_delete", &bed.msg(&snap(1)), "1")
-        .ok_empty("snap_delete");
+    bed.run(
+        Via::Symlink,
+        Mode::Dash,
+        "snap_delete",
+        &bed.msg(&snap(1)),
+        "1",
+    )
+    .ok_empty("snap_delete");
     assert!(bed.lv("img-one-1-snap-1").is_none());
     fails(
         &bed.act("snap_delete", &bed.msg(&snap(1)), "1"),
@@ -465,20 +527,39 @@ fn ds_lifecycle_every_action_every_mode() {
         &format!("snap_revert: snapshot 7 of image 1 does not exist (no LV {VG}/img-one-1-snap-7 on kvm1)"),
     );
     // Flatten onto snapshot 2: its content, and no snapshot LV left.
-    bed.run(Via::Explicit, Mode::Stdin, "snap_flatten", &bed.msg(&snap(2)), "1")
-        .ok_empty("snap_flatten");
+    bed.run(
+        Via::Explicit,
+        Mode::Stdin,
+        "snap_flatten",
+        &bed.msg(&snap(2)),
+        "1",
+    )
+    .ok_empty("snap_flatten");
     assert_eq!(bed.lv_digest("img-one-1", None), snap2);
     assert!(
-        !bed.lv_names().iter().any(|n| n.starts_with("img-one-1-snap")),
+        !bed.lv_names()
+            .iter()
+            .any(|n| n.starts_with("img-one-1-snap")),
         "{:?}",
         bed.lv_names()
     );
-    assert!(!bed.lv("img-one-1").unwrap().tags.iter().any(|t| t.contains("flatten")));
+    assert!(!bed
+        .lv("img-one-1")
+        .unwrap()
+        .tags
+        .iter()
+        .any(|t| t.contains("flatten")));
 
     // rm, every mode; then again (already gone is success).
     for (mode, id) in MODES.iter().zip([1i64, 2, 3]) {
-        bed.run(Via::Entry, *mode, "rm", &bed.msg(&existing(id)), &id.to_string())
-            .ok_empty(&format!("rm {mode:?}"));
+        bed.run(
+            Via::Entry,
+            *mode,
+            "rm",
+            &bed.msg(&existing(id)),
+            &id.to_string(),
+        )
+        .ok_empty(&format!("rm {mode:?}"));
     }
     bed.act("rm", &bed.msg(&existing(1)), "1")
         .ok_empty("rm rerun");
@@ -488,7 +569,10 @@ fn ds_lifecycle_every_action_every_mode() {
     }
     assert_eq!(bed.lv_names(), Vec::<String>::new());
     let out = bed.act("monitor", &ds_message(None, &bed.ds, ""), "100");
-    assert_eq!(out.stdout_text(), "USED_MB=0\nFREE_MB=65536\nTOTAL_MB=65536\n");
+    assert_eq!(
+        out.stdout_text(),
+        "USED_MB=0\nFREE_MB=65536\nTOTAL_MB=65536\n"
+    );
 }
 
 fn transfer_md5(bytes: &[u8]) -> String {
@@ -625,7 +709,10 @@ fn serve(
         )?;
         return Ok(());
     }
-    let (name, truncated) = match (path.strip_prefix("/files/"), path.strip_prefix("/truncated/")) {
+    let (name, truncated) = match (
+        path.strip_prefix("/files/"),
+        path.strip_prefix("/truncated/"),
+    ) {
         (Some(n), _) => (n, false),
         (_, Some(n)) => (n, true),
         _ => ("", false),
@@ -638,17 +725,24 @@ fn serve(
         return Ok(());
     };
     let len = data.len() as u64;
-    let parsed = range.as_deref().and_then(|r| r.strip_prefix("bytes=")).and_then(|r| {
-        let (a, b) = r.split_once('-')?;
-        if a.is_empty() {
-            let n: u64 = b.parse().ok()?;
-            Some((len.saturating_sub(n), len.checked_sub(1)?))
-        } else {
-            let a: u64 = a.parse().ok()?;
-            let b: u64 = if b.is_empty() { len.checked_sub(1)? } else { b.parse::<u64>().ok()?.min(len.checked_sub(1)?) };
-            (a <= b).then_some((a, b))
-        }
-    });
+    let parsed = range
+        .as_deref()
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| {
+            let (a, b) = r.split_once('-')?;
+            if a.is_empty() {
+                let n: u64 = b.parse().ok()?;
+                Some((len.saturating_sub(n), len.checked_sub(1)?))
+            } else {
+                let a: u64 = a.parse().ok()?;
+                let b: u64 = if b.is_empty() {
+                    len.checked_sub(1)?
+                } else {
+                    b.parse::<u64>().ok()?.min(len.checked_sub(1)?)
+                };
+                (a <= b).then_some((a, b))
+            }
+        });
     let (status, start, end) = match parsed {
         Some((a, b)) if !truncated => ("206 Partial Content", a, b + 1),
         _ => ("200 OK", 0, len),
@@ -658,11 +752,18 @@ fn serve(
         end - start
     );
     if status.starts_with("206") {
-        head.push_str(&format!("Content-Range: bytes {start}-{}/{len}\r\n", end - 1));
+        head.push_str(&format!(
+            "Content-Range: bytes {start}-{}/{len}\r\n",
+            end - 1
+        ));
     }
     head.push_str("\r\n");
     conn.write_all(head.as_bytes())?;
-    let body_end = if truncated { start + (end - start) / 2 } else { end };
+    let body_end = if truncated {
+        start + (end - start) / 2
+    } else {
+        end
+    };
     let mut at = start;
     while at < body_end {
         let n = (body_end - at).min(1 << 20);
@@ -681,7 +782,14 @@ fn pushed(out: &Out, lv: &str) -> (u64, u64) {
         .find(|l| l.contains(&format!("into kvm1:{VG}/{lv}:")) && l.contains("wire_bytes="))
         .unwrap_or_else(|| panic!("no stream line for {lv} in: {text}"));
     let num = |k: &str| -> u64 {
-        l.split(k).nth(1).unwrap().split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+        l.split(k)
+            .nth(1)
+            .unwrap()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
     };
     (num("data_bytes="), num("wire_bytes="))
 }
@@ -691,15 +799,43 @@ fn ds_cp_qcow2_moves_its_data_not_its_size() {
     let bed = Bed::new();
     // 1 GiB virtual holding 100 MiB of data in ten extents.
     let (raw, _) = bed.fe_file("src.raw");
-    let extents: Vec<(u64, usize)> = (0..10).map(|i| (i * 100 * MIB + 3 * MIB, 10 << 20)).collect();
+    let extents: Vec<(u64, usize)> = (0..10)
+        .map(|i| (i * 100 * MIB + 3 * MIB, 10 << 20))
+        .collect();
     sparse_file(&raw, 1 << 30, &extents, 7);
     let (qcow, path) = bed.fe_file("disk.qcow2");
-    run_cmd("qemu-img", &["convert", "-f", "raw", "-O", "qcow2", raw.to_str().unwrap(), qcow.to_str().unwrap()]);
+    run_cmd(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            raw.to_str().unwrap(),
+            qcow.to_str().unwrap(),
+        ],
+    );
     std::fs::remove_file(&raw).unwrap();
     let (expect, _) = bed.fe_file("expect.raw");
-    run_cmd("qemu-img", &["convert", "-f", "qcow2", "-O", "raw", qcow.to_str().unwrap(), expect.to_str().unwrap()]);
+    run_cmd(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "qcow2",
+            "-O",
+            "raw",
+            qcow.to_str().unwrap(),
+            expect.to_str().unwrap(),
+        ],
+    );
 
-    line(&bed.act("stat", &stat_message(&path, &bed.ds), "3"), "1024", "stat qcow2");
+    line(
+        &bed.act("stat", &stat_message(&path, &bed.ds), "3"),
+        "1024",
+        "stat qcow2",
+    );
     let out = bed.act("cp", &bed.msg(&image(1, &path, 1024)), "1");
     line(&out, &format!("kvm1:{VG}/img-one-1 raw"), "cp qcow2");
     let (data, wire) = pushed(&out, "img-one-1-import");
@@ -722,10 +858,26 @@ fn ds_http_and_compressed_sources() {
     let dir = tempfile::tempdir().unwrap();
     let d = |n: &str| dir.path().join(n);
     // A raw image: 16 MiB holding 6 MiB of data; and a 256 MiB qcow2 holding 4 MiB.
-    sparse_file(&d("a.raw"), 16 * MIB, &[(0, 2 << 20), (10 * MIB, 4 << 20)], 21);
+    sparse_file(
+        &d("a.raw"),
+        16 * MIB,
+        &[(0, 2 << 20), (10 * MIB, 4 << 20)],
+        21,
+    );
     sparse_file(&d("b.raw"), 256 * MIB, &[(MIB, 4 << 20)], 22);
     let p = |n: &str| d(n).to_str().unwrap().to_string();
-    run_cmd("qemu-img", &["convert", "-f", "raw", "-O", "qcow2", &p("b.raw"), &p("b.qcow2")]);
+    run_cmd(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            &p("b.raw"),
+            &p("b.qcow2"),
+        ],
+    );
     for (tool, args, out) in [
         ("gzip", vec!["-k", "-1"], "a.raw.gz"),
         ("xz", vec!["-k", "-0", "-T1"], "a.raw.xz"),
@@ -747,39 +899,90 @@ fn ds_http_and_compressed_sources() {
     }
 
     // stat over http: the qcow2 header and the xz index come from range requests only.
-    for (name, want) in [("b.qcow2", "256"), ("a.raw.xz", "16"), ("b.qcow2.gz", "256"), ("a.raw", "16")] {
-        let out = bed.act("stat", &stat_message(&http.url(&format!("/files/{name}")), &bed.ds), "0");
+    for (name, want) in [
+        ("b.qcow2", "256"),
+        ("a.raw.xz", "16"),
+        ("b.qcow2.gz", "256"),
+        ("a.raw", "16"),
+    ] {
+        let out = bed.act(
+            "stat",
+            &stat_message(&http.url(&format!("/files/{name}")), &bed.ds),
+            "0",
+        );
         line(&out, want, &format!("stat {name}"));
         let s = http.served();
         assert!(s.requests.iter().all(|(_, r)| r.is_some()), "{name}: {s:?}");
-        assert!(s.body_bytes <= 2 * MIB, "{name}: {} bytes served", s.body_bytes);
+        assert!(
+            s.body_bytes <= 2 * MIB,
+            "{name}: {} bytes served",
+            s.body_bytes
+        );
     }
     // gzip states no size: counted as it streams.
-    line(&bed.act("stat", &stat_message(&http.url("/files/a.raw.gz"), &bed.ds), "0"), "16", "stat gz");
+    line(
+        &bed.act(
+            "stat",
+            &stat_message(&http.url("/files/a.raw.gz"), &bed.ds),
+            "0",
+        ),
+        "16",
+        "stat gz",
+    );
     let _ = http.served();
 
     // cp over http, through a redirect, MD5 checked (of the bytes served).
     let mut img = image(1, &http.url("/redirect/a.raw.xz"), 16);
-    img.attrs.push(("MD5".into(), transfer_md5(&std::fs::read(d("a.raw.xz")).unwrap())));
+    img.attrs.push((
+        "MD5".into(),
+        transfer_md5(&std::fs::read(d("a.raw.xz")).unwrap()),
+    ));
     let out = bed.act("cp", &bed.msg(&img), "1");
     line(&out, &format!("kvm1:{VG}/img-one-1 raw"), "cp http xz");
     assert_eq!(bed.lv_digest("img-one-1", Some(16 * MIB)), raw_digest);
     assert_eq!(bed.lv("img-one-1").unwrap().size, 16 * MIB);
     // A gzipped qcow2 over http: scratch sized from its header, converted on the host.
-    let out = bed.act("cp", &bed.msg(&image(2, &http.url("/files/b.qcow2.gz"), 256)), "2");
-    line(&out, &format!("kvm1:{VG}/img-one-2 raw"), "cp http qcow2.gz");
+    let out = bed.act(
+        "cp",
+        &bed.msg(&image(2, &http.url("/files/b.qcow2.gz"), 256)),
+        "2",
+    );
+    line(
+        &out,
+        &format!("kvm1:{VG}/img-one-2 raw"),
+        "cp http qcow2.gz",
+    );
     assert_eq!(bed.lv_digest("img-one-2", None), qcow_digest);
     // Local compressed files, SHA1 of the compressed bytes.
     for (id, name) in [(3, "a.raw.zst"), (4, "a.raw.bz2"), (5, "a.raw.gz")] {
         let (f, path) = bed.fe_file(name);
         std::fs::copy(d(name), &f).unwrap();
-        line(&bed.act("stat", &stat_message(&path, &bed.ds), "0"), "16", &format!("stat {name}"));
+        line(
+            &bed.act("stat", &stat_message(&path, &bed.ds), "0"),
+            "16",
+            &format!("stat {name}"),
+        );
         let mut img = image(id, &path, 16);
-        let sha1 = std::process::Command::new("sha1sum").arg(&f).output().unwrap();
-        let sha1 = String::from_utf8_lossy(&sha1.stdout).split_whitespace().next().unwrap().to_string();
+        let sha1 = std::process::Command::new("sha1sum")
+            .arg(&f)
+            .output()
+            .unwrap();
+        let sha1 = String::from_utf8_lossy(&sha1.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string();
         img.attrs.push(("SHA1".into(), sha1));
-        line(&bed.act("cp", &bed.msg(&img), &id.to_string()), &format!("kvm1:{VG}/img-one-{id} raw"), name);
-        assert_eq!(bed.lv_digest(&format!("img-one-{id}"), Some(16 * MIB)), raw_digest, "{name}");
+        line(
+            &bed.act("cp", &bed.msg(&img), &id.to_string()),
+            &format!("kvm1:{VG}/img-one-{id} raw"),
+            name,
+        );
+        assert_eq!(
+            bed.lv_digest(&format!("img-one-{id}"), Some(16 * MIB)),
+            raw_digest,
+            "{name}"
+        );
     }
     let kept = bed.lv_names();
 
@@ -797,21 +1000,50 @@ fn ds_http_and_compressed_sources() {
         ),
     );
     fails(
-        &bed.act("cp", &bed.msg(&image(11, &http.url("/files/missing.raw"), 16)), "11"),
+        &bed.act(
+            "cp",
+            &bed.msg(&image(11, &http.url("/files/missing.raw"), 16)),
+            "11",
+        ),
         1,
-        &format!("cp: GET {}: HTTP 404 Not Found", http.url("/files/missing.raw")),
+        &format!(
+            "cp: GET {}: HTTP 404 Not Found",
+            http.url("/files/missing.raw")
+        ),
     );
-    let out = bed.act("cp", &bed.msg(&image(12, &http.url("/truncated/a.raw"), 16)), "12");
+    let out = bed.act(
+        "cp",
+        &bed.msg(&image(12, &http.url("/truncated/a.raw"), 16)),
+        "12",
+    );
     assert_eq!(out.code, 1, "{}", out.stderr_text());
     assert!(last_line(&out).starts_with("cp: "), "{}", out.stderr_text());
     // A gzip whose content outgrows the IMAGE/SIZE it was given.
     let (_, gz_path) = bed.fe_file("a.raw.gz");
     let out = bed.act("cp", &bed.msg(&image(13, &gz_path, 8)), "13");
     assert_eq!(out.code, 1, "{}", out.stderr_text());
-    assert!(last_line(&out).contains("larger than the target"), "{}", last_line(&out));
+    assert!(
+        last_line(&out).contains("larger than the target"),
+        "{}",
+        last_line(&out)
+    );
     // A qcow2 naming a backing file: refused before anything is made.
     let (backed, backed_path) = bed.fe_file("backed.qcow2");
-    run_cmd("qemu-img", &["create", "-q", "-f", "qcow2", "-F", "raw", "-b", "/etc/hostname", backed.to_str().unwrap(), "64M"]);
+    run_cmd(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            "raw",
+            "-b",
+            "/etc/hostname",
+            backed.to_str().unwrap(),
+            "64M",
+        ],
+    );
     let out = bed.act("cp", &bed.msg(&image(14, &backed_path, 64)), "14");
     fails(
         &out,
@@ -828,7 +1060,11 @@ fn ds_fresh_image_never_reads_a_removed_image() {
     let bed = Bed::with(&[("BSUD_SHRINK", "NO")]);
     let (dense, dense_path) = bed.fe_file("dense.raw");
     std::fs::write(&dense, noise(31, 32 << 20)).unwrap();
-    line(&bed.act("cp", &bed.msg(&image(1, &dense_path, 32)), "1"), &format!("kvm1:{VG}/img-one-1 raw"), "cp dense");
+    line(
+        &bed.act("cp", &bed.msg(&image(1, &dense_path, 32)), "1"),
+        &format!("kvm1:{VG}/img-one-1 raw"),
+        "cp dense",
+    );
     // The tenant writes over the whole image.
     std::fs::OpenOptions::new()
         .write(true)
@@ -842,21 +1078,44 @@ fn ds_fresh_image_never_reads_a_removed_image() {
     let (sparse, sparse_path) = bed.fe_file("sparse.raw");
     sparse_file(&sparse, 32 * MIB, &[(0, 1 << 20)], 33);
     let (qcow, qcow_path) = bed.fe_file("sparse.qcow2");
-    run_cmd("qemu-img", &["convert", "-f", "raw", "-O", "qcow2", sparse.to_str().unwrap(), qcow.to_str().unwrap()]);
+    run_cmd(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            sparse.to_str().unwrap(),
+            qcow.to_str().unwrap(),
+        ],
+    );
     for (id, path) in [(2, &sparse_path), (3, &qcow_path)] {
         let lv = format!("img-one-{id}");
-        line(&bed.act("cp", &bed.msg(&image(id, path, 32)), &id.to_string()), &format!("kvm1:{VG}/{lv} raw"), path);
+        line(
+            &bed.act("cp", &bed.msg(&image(id, path, 32)), &id.to_string()),
+            &format!("kvm1:{VG}/{lv} raw"),
+            path,
+        );
         // The raw image takes exactly the old extents; the qcow2's scratch LV takes the first
         // one, so the image starts one extent later: still on old extents.
         let seg = &bed.lv(&lv).unwrap().segments;
         let (start, old_end) = (seg[0].ranges[0].start, old[0].ranges[0].end);
-        assert_eq!(start, if id == 2 { 0 } else { 1 }, "{lv}: {seg:?} (old: {old:?})");
+        assert_eq!(
+            start,
+            if id == 2 { 0 } else { 1 },
+            "{lv}: {seg:?} (old: {old:?})"
+        );
         assert!(start < old_end, "{lv} reuses the removed image's extents");
         let mut rest = vec![0u8; 31 << 20];
-        std::fs::File::open(bed.lv_file(&lv)).unwrap().read_exact_at(&mut rest, MIB).unwrap();
+        std::fs::File::open(bed.lv_file(&lv))
+            .unwrap()
+            .read_exact_at(&mut rest, MIB)
+            .unwrap();
         assert!(rest.iter().all(|&b| b == 0), "{lv}: a hole reads old bytes");
         assert_eq!(bed.lv_digest(&lv, None), file_digest(&sparse, None));
-        bed.act("rm", &bed.msg(&existing(id)), &id.to_string()).ok_empty("rm");
+        bed.act("rm", &bed.msg(&existing(id)), &id.to_string())
+            .ok_empty("rm");
     }
 }
 
@@ -885,13 +1144,21 @@ fn ds_concurrent_cp_grows_the_drive_once() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     for (n, out) in outs.iter().enumerate() {
-        line(out, &format!("kvm1:{VG}/img-one-{} raw", n + 1), "concurrent cp");
+        line(
+            out,
+            &format!("kvm1:{VG}/img-one-{} raw", n + 1),
+            "concurrent cp",
+        );
     }
     assert_eq!(bed.create_volume_calls(), 1, "one growth for eight images");
     for (n, (_, digest)) in files.iter().enumerate() {
         let lv = format!("img-one-{}", n + 1);
         assert_eq!(&bed.lv_digest(&lv, None), digest, "{lv}");
-        assert!(bed.lv(&lv).unwrap().tags.contains(&"one.bsud.state=ready".to_string()));
+        assert!(bed
+            .lv(&lv)
+            .unwrap()
+            .tags
+            .contains(&"one.bsud.state=ready".to_string()));
     }
 }
 
@@ -907,37 +1174,136 @@ fn ds_hostile_values_touch_nothing_but_our_lvs() {
     sparse_file(&f, 8 * MIB, &[(0, 1 << 20)], 50);
     let mut img = image(1, &path, 8);
     img.name = evil_name.clone();
-    line(&bed.act("cp", &bed.msg(&img), "1"), &format!("kvm1:{VG}/img-one-1 raw"), "hostile names");
+    line(
+        &bed.act("cp", &bed.msg(&img), "1"),
+        &format!("kvm1:{VG}/img-one-1 raw"),
+        "hostile names",
+    );
     assert_eq!(bed.lv_digest("img-one-1", None), file_digest(&f, None));
 
     let etc = bed.tb.frontend().root().join("etc");
     std::fs::create_dir_all(&etc).unwrap();
     std::fs::write(etc.join("passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
     let cases: Vec<(&str, ImageSpec, &str, i32)> = vec![
-        ("cp", { let mut i = image(2, &format!("/var/tmp/$(touch {m})"), 8); i.name = evil_name.clone(); i }, "2", 1),
+        (
+            "cp",
+            {
+                let mut i = image(2, &format!("/var/tmp/$(touch {m})"), 8);
+                i.name = evil_name.clone();
+                i
+            },
+            "2",
+            1,
+        ),
         ("cp", image(3, "/var/tmp/../../etc/passwd", 8), "3", 6),
         ("cp", image(4, &format!("$(touch {m})"), 8), "4", 2),
-        ("cp", image(5, &format!("file:///etc/passwd;touch {m}"), 8), "5", 4),
-        ("cp", { let mut i = image(6, &path, 8); i.attrs.push(("MD5".into(), format!("$(touch {m})"))); i }, "6", 2),
-        ("mkfs", ImageSpec::datablock(7, DS, 8, &format!("ext4;touch {m}")), "7", 2),
-        ("rm", { let mut i = existing(1); i.source = format!("kvm1:{VG}/img-one-1;touch {m}"); i }, "1", 6),
-        ("rm", { let mut i = existing(1); i.source = format!("$(touch {m}):{VG}/img-one-1"); i }, "1", 6),
-        ("rm", { let mut i = existing(1); i.source = format!("kvm1:{VG}/../img-one-1"); i }, "1", 6),
-        ("rm", { let mut i = existing(1); i.source = "kvm1:vg-one-100/img-one-2".into(); i }, "1", 6),
-        ("clone", { let mut i = image(8, &format!("kvm1:{VG}/img-one-1 --help"), 8); i.cloning_id = 1; i }, "8", 6),
-        ("export", { let mut i = existing(1); i.source = format!("kvm1\n:{VG}/img-one-1"); i }, "9", 6),
+        (
+            "cp",
+            image(5, &format!("file:///etc/passwd;touch {m}"), 8),
+            "5",
+            4,
+        ),
+        (
+            "cp",
+            {
+                let mut i = image(6, &path, 8);
+                i.attrs.push(("MD5".into(), format!("$(touch {m})")));
+                i
+            },
+            "6",
+            2,
+        ),
+        (
+            "mkfs",
+            ImageSpec::datablock(7, DS, 8, &format!("ext4;touch {m}")),
+            "7",
+            2,
+        ),
+        (
+            "rm",
+            {
+                let mut i = existing(1);
+                i.source = format!("kvm1:{VG}/img-one-1;touch {m}");
+                i
+            },
+            "1",
+            6,
+        ),
+        (
+            "rm",
+            {
+                let mut i = existing(1);
+                i.source = format!("$(touch {m}):{VG}/img-one-1");
+                i
+            },
+            "1",
+            6,
+        ),
+        (
+            "rm",
+            {
+                let mut i = existing(1);
+                i.source = format!("kvm1:{VG}/../img-one-1");
+                i
+            },
+            "1",
+            6,
+        ),
+        (
+            "rm",
+            {
+                let mut i = existing(1);
+                i.source = "kvm1:vg-one-100/img-one-2".into();
+                i
+            },
+            "1",
+            6,
+        ),
+        (
+            "clone",
+            {
+                let mut i = image(8, &format!("kvm1:{VG}/img-one-1 --help"), 8);
+                i.cloning_id = 1;
+                i
+            },
+            "8",
+            6,
+        ),
+        (
+            "export",
+            {
+                let mut i = existing(1);
+                i.source = format!("kvm1\n:{VG}/img-one-1");
+                i
+            },
+            "9",
+            6,
+        ),
     ];
     for (action, img, id, code) in &cases {
         let out = bed.act(action, &bed.msg(img), id);
-        assert_eq!(out.code, *code, "{action} {:?}: {}", img.path, out.stderr_text());
+        assert_eq!(
+            out.code,
+            *code,
+            "{action} {:?}: {}",
+            img.path,
+            out.stderr_text()
+        );
         assert!(out.stdout.is_empty());
         let l = last_line(&out);
-        assert!(l.starts_with(&format!("{action}: ")) && !l.contains('\n'), "{l}");
+        assert!(
+            l.starts_with(&format!("{action}: ")) && !l.contains('\n'),
+            "{l}"
+        );
     }
     // A hostile datastore attribute is a configuration error before anything runs.
     let mut evil_ds = bed.ds.clone();
     evil_ds = evil_ds.attr("BSUD_IMAGE_HOST", &format!("kvm1;touch {m}"));
-    let out = bed.act("cp", &ds_message(Some(&image(10, &path, 8)), &evil_ds, ""), "10");
+    let out = bed.act(
+        "cp",
+        &ds_message(Some(&image(10, &path, 8)), &evil_ds, ""),
+        "10",
+    );
     assert_eq!(out.code, 3, "{}", out.stderr_text());
     // An LV named like an image but not tagged as one: rm refuses it and leaves it.
     bed.make_lv("img-one-20", 4 * MIB, "one.vm=20");
@@ -949,4 +1315,108 @@ fn ds_hostile_values_touch_nothing_but_our_lvs() {
     );
     assert!(!marker.exists(), "a hostile value reached a shell");
     assert_eq!(bed.lv_names(), ["img-one-1", "img-one-20"]);
+}
+
+impl Bed {
+    /// Runs cp through its entry with `BSUD_CRASH_AT=<step>`: the process must die there.
+    fn cp_crashing_at(&self, step: &str, img: &ImageSpec) {
+        use std::os::unix::process::ExitStatusExt;
+        let mut cmd = std::process::Command::new(self.install.entry(Kind::Ds, "cp"));
+        cmd.arg(img.id.to_string())
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("BSUD_CRASH_AT", step)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b64(&self.msg(img)).as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.signal(),
+            Some(libc_sigabrt()),
+            "cp did not crash at {step}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.stdout.is_empty());
+    }
+}
+
+fn libc_sigabrt() -> i32 {
+    6
+}
+
+#[test]
+fn ds_cp_after_a_crash_starts_over() {
+    let bed = Bed::new();
+    let (raw, raw_path) = bed.fe_file("r.raw");
+    sparse_file(&raw, 16 * MIB, &[(MIB, 2 << 20)], 60);
+    let (qcow, qcow_path) = bed.fe_file("q.qcow2");
+    run_cmd(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            raw.to_str().unwrap(),
+            qcow.to_str().unwrap(),
+        ],
+    );
+    let want = file_digest(&raw, None);
+    // Raw: killed after the stream, before the ready tag; the rerun redoes the copy.
+    bed.cp_crashing_at("cp:pushed", &image(1, &raw_path, 16));
+    let partial = bed.lv("img-one-1").unwrap();
+    assert!(
+        !partial.tags.iter().any(|t| t == "one.bsud.state=ready"),
+        "{:?}",
+        partial.tags
+    );
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(bed.lv_file("img-one-1"))
+        .unwrap()
+        .write_all_at(&noise(61, 1 << 20), 8 * MIB)
+        .unwrap();
+    line(
+        &bed.act("cp", &bed.msg(&image(1, &raw_path, 16)), "1"),
+        &format!("kvm1:{VG}/img-one-1 raw"),
+        "cp after crash",
+    );
+    assert_ne!(
+        bed.lv("img-one-1").unwrap().uuid,
+        partial.uuid,
+        "made again"
+    );
+    assert_eq!(bed.lv_digest("img-one-1", None), want);
+    // qcow2: killed after the conversion, the scratch LV still there.
+    bed.cp_crashing_at("cp:converted", &image(2, &qcow_path, 16));
+    assert_eq!(
+        bed.lv_names(),
+        ["img-one-1", "img-one-2", "img-one-2-import"]
+    );
+    line(
+        &bed.act("cp", &bed.msg(&image(2, &qcow_path, 16)), "2"),
+        &format!("kvm1:{VG}/img-one-2 raw"),
+        "cp qcow2 after crash",
+    );
+    assert_eq!(bed.lv_names(), ["img-one-1", "img-one-2"]);
+    assert_eq!(bed.lv_digest("img-one-2", None), want);
+    // rm also takes a crashed import's scratch with it.
+    bed.cp_crashing_at("cp:pushed", &image(3, &qcow_path, 16));
+    assert_eq!(
+        bed.lv_names(),
+        ["img-one-1", "img-one-2", "img-one-3-import"]
+    );
+    let mut gone = existing(3);
+    gone.size_mb = 16;
+    bed.act("rm", &bed.msg(&gone), "3")
+        .ok_empty("rm crashed import");
+    assert_eq!(bed.lv_names(), ["img-one-1", "img-one-2"]);
 }

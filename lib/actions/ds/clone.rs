@@ -6,9 +6,7 @@
 //! agent copies LV to LV; two hosts: the new image's host pulls from the original's, host to
 //! host. Both skip zero blocks, and the copy is verified before the LV is tagged ready.
 
-use super::{
-    image_and_id, lock_image, prepare, source_and_format, Existing, ImageLv, Partial,
-};
+use super::{image_and_id, lock_image, prepare, source_and_format, Existing, ImageLv, Partial};
 use crate::actions::Ctx;
 use crate::drive::naming::{image_lv, parse_source};
 use crate::drive::storage::Storage;
@@ -38,7 +36,10 @@ pub fn run(ctx: &Ctx, m: &DsMessage) -> anyhow::Result<ActionOutput> {
     let storage = Storage::new(ctx);
     let img = ImageLv::for_new(&storage, ds, id)?;
     if img.source() == original.source() {
-        return Err(fail(ErrorKind::BadInput, "an image cannot be cloned onto itself"));
+        return Err(fail(
+            ErrorKind::BadInput,
+            "an image cannot be cloned onto itself",
+        ));
     }
     let drive = img.drive(&storage, ds)?;
     let _lock = lock_image(ctx, ds.id, id)?;

@@ -423,13 +423,17 @@ pub fn zstd_size(read_at: &ReadAt<'_>, len: u64, walk: bool) -> anyhow::Result<O
         let Some(h) = read_at(at, 18.min((len - at) as usize))? else {
             return Ok(None);
         };
-        let Some(magic) = h.get(..4).map(|m| u32::from_le_bytes(m.try_into().unwrap_or([0; 4])))
+        let Some(magic) = h
+            .get(..4)
+            .map(|m| u32::from_le_bytes(m.try_into().unwrap_or([0; 4])))
         else {
             return Ok(None);
         };
         if magic & 0xffff_fff0 == 0x184d_2a50 {
             // A skippable frame.
-            let Some(n) = h.get(4..8).map(|m| u32::from_le_bytes(m.try_into().unwrap_or([0; 4])))
+            let Some(n) = h
+                .get(4..8)
+                .map(|m| u32::from_le_bytes(m.try_into().unwrap_or([0; 4])))
             else {
                 return Ok(None);
             };
@@ -532,12 +536,18 @@ mod tests {
         // Padding after the stream is allowed; two streams are not told by the index.
         let mut padded = xz.clone();
         padded.extend_from_slice(&[0; 8]);
-        assert_eq!(xz_size(&at(&padded), padded.len() as u64).unwrap(), Some(3_000_000));
+        assert_eq!(
+            xz_size(&at(&padded), padded.len() as u64).unwrap(),
+            Some(3_000_000)
+        );
         let mut two = xz.clone();
         two.extend_from_slice(&xz);
         assert_eq!(xz_size(&at(&two), two.len() as u64).unwrap(), None);
         assert_eq!(xz_size(&at(&gz), gz.len() as u64).unwrap(), None);
-        assert_eq!(zstd_size(&at(&zs), zs.len() as u64, true).unwrap(), Some(3_000_000));
+        assert_eq!(
+            zstd_size(&at(&zs), zs.len() as u64, true).unwrap(),
+            Some(3_000_000)
+        );
         let mut frames = zs.clone();
         frames.extend_from_slice(&zs);
         assert_eq!(

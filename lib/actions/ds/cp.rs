@@ -134,7 +134,9 @@ fn import(
     };
     tracing::info!(
         "importing {what}: {fmt}{}{}",
-        compression.map(|c| format!(", {c}-compressed")).unwrap_or_default(),
+        compression
+            .map(|c| format!(", {c}-compressed"))
+            .unwrap_or_default(),
         exact.map(|n| format!(", {n} bytes")).unwrap_or_default()
     );
     // A plain local file is read by position so its holes are skipped, not read.
@@ -162,7 +164,14 @@ fn import(
     let tag = img.tag();
     let tags = [tag.as_str()];
     let push = |source: &mut Source<'_>, lv: &LvLoc, fresh: bool| -> anyhow::Result<Received> {
-        let got = transfer::push(&storage.hosts, &ctx.config, source, lv, fresh, md5_by_stream)?;
+        let got = transfer::push(
+            &storage.hosts,
+            &ctx.config,
+            source,
+            lv,
+            fresh,
+            md5_by_stream,
+        )?;
         tracing::info!(
             "image {}: {what} into {lv}: {} MiB of data, {} MiB on the wire in {:.1}s (data_bytes={} wire_bytes={})",
             img.id,
@@ -198,6 +207,7 @@ fn import(
         let created = storage.allocate(drive, img.lv.as_str(), size, &tags)?;
         partial.track(&img.lv);
         push(&mut source, &img.loc(), created.created)?;
+        crate::crashpoint::reached("cp:pushed");
         return Ok(());
     }
 
@@ -220,6 +230,7 @@ fn import(
     let created = storage.allocate(drive, scratch.as_str(), scratch_size.max(1), &tags)?;
     partial.track(&scratch);
     push(&mut source, &img.loc_of(&scratch), created.created)?;
+    crate::crashpoint::reached("cp:pushed");
     let scratch_ref = LvRef {
         vg: img.vg.clone(),
         lv: scratch.clone(),
@@ -254,6 +265,7 @@ fn import(
             fresh: created.created,
         },
     )?;
+    crate::crashpoint::reached("cp:converted");
     img.remove(storage, &scratch)?;
     partial.untrack(&scratch);
     // The scratch space may have been the only thing on a volume.

@@ -138,7 +138,10 @@ impl ImageLv {
     pub fn from_source(image: &Image, ds: &Datastore, id: i64) -> anyhow::Result<ImageLv> {
         let src = image.source.trim();
         if src.is_empty() {
-            return Err(fail(ErrorKind::BadInput, "driver message has no IMAGE/SOURCE"));
+            return Err(fail(
+                ErrorKind::BadInput,
+                "driver message has no IMAGE/SOURCE",
+            ));
         }
         let expected = image_source("<host>", ds.id, id);
         let parsed = parse_source(src).ok_or_else(|| {
@@ -255,13 +258,9 @@ impl ImageLv {
 
     /// Marks the image LV complete.
     pub fn mark_ready(&self, storage: &Storage<'_>) -> anyhow::Result<()> {
-        storage.hosts.lv_tag(
-            &self.host,
-            &self.vg,
-            &self.lv,
-            &[READY_TAG.parse()?],
-            &[],
-        )?;
+        storage
+            .hosts
+            .lv_tag(&self.host, &self.vg, &self.lv, &[READY_TAG.parse()?], &[])?;
         Ok(())
     }
 
@@ -447,7 +446,11 @@ impl SnapshotParts {
             .ok_or_else(|| {
                 fail(
                     ErrorKind::Failed,
-                    format!("image {} ({}) does not exist", self.img.id, self.img.source()),
+                    format!(
+                        "image {} ({}) does not exist",
+                        self.img.id,
+                        self.img.source()
+                    ),
                 )
             })
     }

@@ -19,7 +19,9 @@ pub fn run(ctx: &Ctx, m: &DsMessage) -> anyhow::Result<ActionOutput> {
     let settings = DriveSettings::from_template(&ds.template)?;
     let storage = Storage::new(ctx);
     let host = storage.image_host(ds)?;
-    let list = storage.hosts.lv_list(&host, &vg_name(ds.id).parse()?, &[])?;
+    let list = storage
+        .hosts
+        .lv_list(&host, &vg_name(ds.id).parse()?, &[])?;
     let used: u64 = list.lvs.iter().map(|l| l.size).sum();
     let used_mb = used.div_ceil(MIB);
     let total_mb = settings.max_size_gib * 1024;

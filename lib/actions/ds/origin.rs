@@ -131,7 +131,11 @@ impl Origin {
             return Ok(Origin::Http { url });
         }
         if let Some((scheme, _)) = p.split_once("://") {
-            if !scheme.is_empty() && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b)) {
+            if !scheme.is_empty()
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b))
+            {
                 return Err(fail(
                     ErrorKind::NotImplemented,
                     format!(
@@ -280,7 +284,9 @@ impl Origin {
                         Ok(0) => break,
                         Ok(k) => got += k,
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {given}"))),
+                        Err(e) => {
+                            return Err(anyhow::Error::new(e).context(format!("reading {given}")))
+                        }
                     }
                 }
                 buf.truncate(got);
@@ -371,6 +377,8 @@ impl Http {
             req = req.header(reqwest::header::RANGE, r);
         }
         let resp = req.send().map_err(|e| {
+            // reqwest names the URL with its query: the caller names it without.
+            let e = e.without_url();
             let kind = if e.is_timeout() {
                 ErrorKind::Timeout
             } else {
@@ -385,7 +393,10 @@ impl Http {
             }
             Ok(resp)
         } else {
-            Err(fail(ErrorKind::Failed, format!("GET {what}: HTTP {status}")))
+            Err(fail(
+                ErrorKind::Failed,
+                format!("GET {what}: HTTP {status}"),
+            ))
         }
     }
 }
@@ -459,7 +470,12 @@ mod tests {
     #[test]
     fn urls_are_described_without_secrets() {
         let d = ds("/", "/var/tmp");
-        let o = Origin::resolve("https://user:pw@h.example/a/b.qcow2?X-Sig=abc#f", &d, Path::new("/")).unwrap();
+        let o = Origin::resolve(
+            "https://user:pw@h.example/a/b.qcow2?X-Sig=abc#f",
+            &d,
+            Path::new("/"),
+        )
+        .unwrap();
         assert_eq!(o.describe(), "https://h.example/a/b.qcow2");
         assert!(Origin::resolve("http://[bad", &d, Path::new("/")).is_err());
     }

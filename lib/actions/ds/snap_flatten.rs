@@ -26,9 +26,13 @@ pub fn run(ctx: &Ctx, m: &DsMessage) -> anyhow::Result<ActionOutput> {
     if !resumed {
         let snap = s.require_snapshot()?;
         copy_back(ctx, &storage, ds, &s, &snap)?;
-        storage
-            .hosts
-            .lv_tag(&s.img.host, &s.img.vg, &s.img.lv, &[mark.clone()], &[])?;
+        storage.hosts.lv_tag(
+            &s.img.host,
+            &s.img.vg,
+            &s.img.lv,
+            std::slice::from_ref(&mark),
+            &[],
+        )?;
     } else {
         tracing::info!(
             "image {id}: resuming the flatten onto snapshot {} (content copied already)",

@@ -60,8 +60,9 @@ fn measure(origin: &Origin, http: &Http, decompress: bool) -> anyhow::Result<u64
     let fmt = format::detect(&plain_head).map_err(|e| e.context(what.clone()))?;
     if fmt != DiskFormat::Raw {
         if let (Some(path), None) = (origin.file(), compression) {
-            let info = crate::host::image_ops::qemu_info(path, fmt, std::time::Duration::from_secs(120))
-                .map_err(|e| e.context(what.clone()))?;
+            let info =
+                crate::host::image_ops::qemu_info(path, fmt, std::time::Duration::from_secs(120))
+                    .map_err(|e| e.context(what.clone()))?;
             return Ok(info.virtual_size);
         }
         return format::header_virtual_size(fmt, &plain_head).ok_or_else(|| {
@@ -93,7 +94,10 @@ fn measure(origin: &Origin, http: &Http, decompress: bool) -> anyhow::Result<u64
     content::count(&mut r).map_err(|e| {
         fail(
             ErrorKind::Failed,
-            format!("reading {what}{}: {e}", compression.map(|c| format!(" ({c})")).unwrap_or_default()),
+            format!(
+                "reading {what}{}: {e}",
+                compression.map(|c| format!(" ({c})")).unwrap_or_default()
+            ),
         )
     })
 }

@@ -183,9 +183,7 @@ fn check_qcow2(head: &[u8]) -> anyhow::Result<()> {
     if be_u32(head, 32).is_none_or(|m| m != 0) {
         return Err(refused("an encrypted qcow2 image", "no key is available"));
     }
-    if version >= 3
-        && be_u64(head, 72).is_none_or(|f| f & QCOW2_EXTERNAL_DATA_FILE != 0)
-    {
+    if version >= 3 && be_u64(head, 72).is_none_or(|f| f & QCOW2_EXTERNAL_DATA_FILE != 0) {
         return Err(refused(
             "a qcow2 image with an external data file",
             "its data lives in another file",
@@ -234,7 +232,8 @@ pub fn parse_qemu_info(json: &str) -> anyhow::Result<QemuInfo> {
             "its data lives in another file",
         ));
     }
-    if v.pointer("/format-specific/data/encrypt").is_some() || v.get("encrypted") == Some(&true.into())
+    if v.pointer("/format-specific/data/encrypt").is_some()
+        || v.get("encrypted") == Some(&true.into())
     {
         return Err(refused("an encrypted image", "no key is available"));
     }
@@ -323,11 +322,14 @@ mod tests {
 
     #[test]
     fn qemu_info() {
-        let i = parse_qemu_info(r#"{"virtual-size": 1073741824, "format": "qcow2", "actual-size": 200704}"#)
-            .unwrap();
+        let i = parse_qemu_info(
+            r#"{"virtual-size": 1073741824, "format": "qcow2", "actual-size": 200704}"#,
+        )
+        .unwrap();
         assert_eq!(i.virtual_size, 1 << 30);
-        assert!(parse_qemu_info(r#"{"virtual-size": 1, "backing-filename": "/etc/shadow"}"#)
-            .is_err());
+        assert!(
+            parse_qemu_info(r#"{"virtual-size": 1, "backing-filename": "/etc/shadow"}"#).is_err()
+        );
         assert!(parse_qemu_info(
             r#"{"virtual-size": 1, "format-specific": {"type": "qcow2", "data": {"data-file": "x"}}}"#
         )

@@ -288,12 +288,12 @@ pub fn convert(a: &Agent, req: &ConvertReq) -> anyhow::Result<Converted> {
     if req.fresh {
         cmd = cmd.arg("--target-is-zero");
     }
-    exec::run(
-        &cmd.arg(&probed.path)
-            .arg(&dst)
-            .timeout(a.deadline.left()),
-    )
-    .with_context(|| format!("converting LV {} ({}) to raw into LV {}", req.from_lv, req.format, req.to_lv))?;
+    exec::run(&cmd.arg(&probed.path).arg(&dst).timeout(a.deadline.left())).with_context(|| {
+        format!(
+            "converting LV {} ({}) to raw into LV {}",
+            req.from_lv, req.format, req.to_lv
+        )
+    })?;
     let elapsed = start.elapsed().as_secs_f64();
     tracing::info!(
         "converted LV {} ({}, {} MiB virtual) into LV {} in {elapsed:.1}s",
@@ -349,8 +349,20 @@ mod tests {
             other => panic!("{other:?}"),
         }
         for bad in [
-            vec!["x", "convert", "--from-lv=vg/a", "--to-lv=vg/b", "--format=luks"],
-            vec!["x", "convert", "--from-lv=vg/a", "--to-lv=vg/b", "--format=$(id)"],
+            vec![
+                "x",
+                "convert",
+                "--from-lv=vg/a",
+                "--to-lv=vg/b",
+                "--format=luks",
+            ],
+            vec![
+                "x",
+                "convert",
+                "--from-lv=vg/a",
+                "--to-lv=vg/b",
+                "--format=$(id)",
+            ],
             vec!["x", "probe", "--lv=../x"],
         ] {
             assert!(Wrap::try_parse_from(bad).is_err());
