@@ -177,6 +177,16 @@ impl Bed {
             .join(lv)
     }
 
+    /// `len` bytes of an LV at `offset`, read through lvfs.
+    fn read_lv(&self, lv: &str, offset: u64, len: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; len];
+        std::fs::File::open(self.lv_file(lv))
+            .unwrap()
+            .read_exact_at(&mut buf, offset)
+            .unwrap();
+        buf
+    }
+
     /// The stream digest of an LV's first `size` bytes (whole LV by default), on its host.
     fn lv_digest(&self, lv: &str, size: Option<u64>) -> String {
         transfer::checksum(&self.hosts, &self.loc(lv), size, false)
@@ -255,6 +265,11 @@ fn sparse_file(p: &Path, size: u64, extents: &[(u64, usize)], seed: u64) {
         f.write_all_at(&noise(seed + i as u64, *len), *off).unwrap();
     }
     f.sync_all().unwrap();
+}
+
+/// `qemu-img convert -O <fmt> from to` (test inputs: qemu may probe them).
+fn convert(from: &str, to: &str, fmt: &str) {
+    run_cmd("qemu-img", &["convert", "-O", fmt, from, to]);
 }
 
 fn run_cmd(program: &str, args: &[&str]) {
@@ -392,19 +407,17 @@ fn ds_lifecycle_every_action_every_mode() {
     }
 
     // mkfs: ext4, swap, save_as.
-    let mut ext4 = ImageSpec::datablock(4, DS, 32, "ext4");
+    let ext4 = ImageSpec::datablock(4, DS, 32, "ext4");
     line(
         &bed.run(Via::Entry, Mode::Argv, "mkfs", &bed.msg(&ext4), "4"),
         &format!("kvm1:{VG}/img-one-4"),
         "mkfs ext4",
     );
-    let mut sb = [0u8; 2];
-    std::fs::File::open(bed.lv_file("img-one-4"))
-        .unwrap()
-        .read_exact_at(&mut sb, 1024 + 56)
-        .unwrap();
-    assert_eq!(sb, [0x53, 0xef], "ext4 superblock magic");
-    ext4.id = 4;
+    assert_eq!(
+        bed.read_lv("img-one-4", 1024 + 56, 2),
+        [0x53, 0xef],
+        "ext4 superblock magic"
+    );
     line(
         &bed.act("mkfs", &bed.msg(&ext4), "4"),
         &format!("kvm1:{VG}/img-one-4"),
@@ -417,12 +430,7 @@ fn ds_lifecycle_every_action_every_mode() {
         &format!("kvm1:{VG}/img-one-5"),
         "mkfs swap",
     );
-    let mut sig = [0u8; 10];
-    std::fs::File::open(bed.lv_file("img-one-5"))
-        .unwrap()
-        .read_exact_at(&mut sig, 4096 - 10)
-        .unwrap();
-    assert_eq!(&sig, b"SWAPSPACE2");
+    assert_eq!(bed.read_lv("img-one-5", 4096 - 10, 10), b"SWAPSPACE2");
     let mut save_as = ImageSpec::datablock(6, DS, 16, "");
     save_as.format = "save_as".into();
     line(
@@ -804,32 +812,10 @@ fn ds_cp_qcow2_moves_its_data_not_its_size() {
         .collect();
     sparse_file(&raw, 1 << 30, &extents, 7);
     let (qcow, path) = bed.fe_file("disk.qcow2");
-    run_cmd(
-        "qemu-img",
-        &[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "qcow2",
-            raw.to_str().unwrap(),
-            qcow.to_str().unwrap(),
-        ],
-    );
+    convert(raw.to_str().unwrap(), qcow.to_str().unwrap(), "qcow2");
     std::fs::remove_file(&raw).unwrap();
     let (expect, _) = bed.fe_file("expect.raw");
-    run_cmd(
-        "qemu-img",
-        &[
-            "convert",
-            "-f",
-            "qcow2",
-            "-O",
-            "raw",
-            qcow.to_str().unwrap(),
-            expect.to_str().unwrap(),
-        ],
-    );
+    convert(qcow.to_str().unwrap(), expect.to_str().unwrap(), "raw");
 
     line(
         &bed.act("stat", &stat_message(&path, &bed.ds), "3"),
@@ -866,18 +852,7 @@ fn ds_http_and_compressed_sources() {
     );
     sparse_file(&d("b.raw"), 256 * MIB, &[(MIB, 4 << 20)], 22);
     let p = |n: &str| d(n).to_str().unwrap().to_string();
-    run_cmd(
-        "qemu-img",
-        &[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "qcow2",
-            &p("b.raw"),
-            &p("b.qcow2"),
-        ],
-    );
+    convert(&p("b.raw"), &p("b.qcow2"), "qcow2");
     for (tool, args, out) in [
         ("gzip", vec!["-k", "-1"], "a.raw.gz"),
         ("xz", vec!["-k", "-0", "-T1"], "a.raw.xz"),
@@ -1078,18 +1053,7 @@ fn ds_fresh_image_never_reads_a_removed_image() {
     let (sparse, sparse_path) = bed.fe_file("sparse.raw");
     sparse_file(&sparse, 32 * MIB, &[(0, 1 << 20)], 33);
     let (qcow, qcow_path) = bed.fe_file("sparse.qcow2");
-    run_cmd(
-        "qemu-img",
-        &[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "qcow2",
-            sparse.to_str().unwrap(),
-            qcow.to_str().unwrap(),
-        ],
-    );
+    convert(sparse.to_str().unwrap(), qcow.to_str().unwrap(), "qcow2");
     for (id, path) in [(2, &sparse_path), (3, &qcow_path)] {
         let lv = format!("img-one-{id}");
         line(
@@ -1107,11 +1071,7 @@ fn ds_fresh_image_never_reads_a_removed_image() {
             "{lv}: {seg:?} (old: {old:?})"
         );
         assert!(start < old_end, "{lv} reuses the removed image's extents");
-        let mut rest = vec![0u8; 31 << 20];
-        std::fs::File::open(bed.lv_file(&lv))
-            .unwrap()
-            .read_exact_at(&mut rest, MIB)
-            .unwrap();
+        let rest = bed.read_lv(&lv, MIB, 31 << 20);
         assert!(rest.iter().all(|&b| b == 0), "{lv}: a hole reads old bytes");
         assert_eq!(bed.lv_digest(&lv, None), file_digest(&sparse, None));
         bed.act("rm", &bed.msg(&existing(id)), &id.to_string())
@@ -1184,104 +1144,41 @@ fn ds_hostile_values_touch_nothing_but_our_lvs() {
     let etc = bed.tb.frontend().root().join("etc");
     std::fs::create_dir_all(&etc).unwrap();
     std::fs::write(etc.join("passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
-    let cases: Vec<(&str, ImageSpec, &str, i32)> = vec![
-        (
-            "cp",
-            {
-                let mut i = image(2, &format!("/var/tmp/$(touch {m})"), 8);
-                i.name = evil_name.clone();
-                i
-            },
-            "2",
-            1,
-        ),
-        ("cp", image(3, "/var/tmp/../../etc/passwd", 8), "3", 6),
-        ("cp", image(4, &format!("$(touch {m})"), 8), "4", 2),
+    let sourced = |s: String| {
+        let mut i = existing(1);
+        i.source = s;
+        i
+    };
+    let mut named = image(2, &format!("/var/tmp/$(touch {m})"), 8);
+    named.name = evil_name.clone();
+    let mut bad_md5 = image(6, &path, 8);
+    bad_md5.attrs.push(("MD5".into(), format!("$(touch {m})")));
+    let mut bad_clone = image(8, &format!("kvm1:{VG}/img-one-1 --help"), 8);
+    bad_clone.cloning_id = 1;
+    let cases: Vec<(&str, ImageSpec, i32)> = vec![
+        ("cp", named, 1),
+        ("cp", image(3, "/var/tmp/../../etc/passwd", 8), 6),
+        ("cp", image(4, &format!("$(touch {m})"), 8), 2),
         (
             "cp",
             image(5, &format!("file:///etc/passwd;touch {m}"), 8),
-            "5",
             4,
         ),
-        (
-            "cp",
-            {
-                let mut i = image(6, &path, 8);
-                i.attrs.push(("MD5".into(), format!("$(touch {m})")));
-                i
-            },
-            "6",
-            2,
-        ),
+        ("cp", bad_md5, 2),
         (
             "mkfs",
             ImageSpec::datablock(7, DS, 8, &format!("ext4;touch {m}")),
-            "7",
             2,
         ),
-        (
-            "rm",
-            {
-                let mut i = existing(1);
-                i.source = format!("kvm1:{VG}/img-one-1;touch {m}");
-                i
-            },
-            "1",
-            6,
-        ),
-        (
-            "rm",
-            {
-                let mut i = existing(1);
-                i.source = format!("$(touch {m}):{VG}/img-one-1");
-                i
-            },
-            "1",
-            6,
-        ),
-        (
-            "rm",
-            {
-                let mut i = existing(1);
-                i.source = format!("kvm1:{VG}/../img-one-1");
-                i
-            },
-            "1",
-            6,
-        ),
-        (
-            "rm",
-            {
-                let mut i = existing(1);
-                i.source = "kvm1:vg-one-100/img-one-2".into();
-                i
-            },
-            "1",
-            6,
-        ),
-        (
-            "clone",
-            {
-                let mut i = image(8, &format!("kvm1:{VG}/img-one-1 --help"), 8);
-                i.cloning_id = 1;
-                i
-            },
-            "8",
-            6,
-        ),
-        (
-            "export",
-            {
-                let mut i = existing(1);
-                i.source = format!("kvm1\n:{VG}/img-one-1");
-                i
-            },
-            "9",
-            6,
-        ),
+        ("rm", sourced(format!("kvm1:{VG}/img-one-1;touch {m}")), 6),
+        ("rm", sourced(format!("$(touch {m}):{VG}/img-one-1")), 6),
+        ("rm", sourced(format!("kvm1:{VG}/../img-one-1")), 6),
+        ("rm", sourced("kvm1:vg-one-100/img-one-2".into()), 6),
+        ("clone", bad_clone, 6),
+        ("export", sourced(format!("kvm1\n:{VG}/img-one-1")), 6),
     ];
-    for (action, img, id, code) in &cases {
-        let out = bed.act(action, &bed.msg(img), id);
+    for (action, img, code) in &cases {
+        let out = bed.act(action, &bed.msg(img), &img.id.to_string());
         assert_eq!(
             out.code,
             *code,
@@ -1357,18 +1254,7 @@ fn ds_cp_after_a_crash_starts_over() {
     let (raw, raw_path) = bed.fe_file("r.raw");
     sparse_file(&raw, 16 * MIB, &[(MIB, 2 << 20)], 60);
     let (qcow, qcow_path) = bed.fe_file("q.qcow2");
-    run_cmd(
-        "qemu-img",
-        &[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "qcow2",
-            raw.to_str().unwrap(),
-            qcow.to_str().unwrap(),
-        ],
-    );
+    convert(raw.to_str().unwrap(), qcow.to_str().unwrap(), "qcow2");
     let want = file_digest(&raw, None);
     // Raw: killed after the stream, before the ready tag; the rerun redoes the copy.
     bed.cp_crashing_at("cp:pushed", &image(1, &raw_path, 16));

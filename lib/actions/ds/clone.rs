@@ -46,17 +46,7 @@ pub fn run(ctx: &Ctx, m: &DsMessage) -> anyhow::Result<ActionOutput> {
     if let Existing::Ready = prepare(&storage, &img)? {
         return Ok(source_and_format(&img));
     }
-    let src = original
-        .list(&storage)?
-        .into_iter()
-        .find(|l| l.name == original.lv.as_str())
-        .ok_or_else(|| {
-            fail(
-                ErrorKind::Failed,
-                format!("the image to clone, {}, does not exist", original.source()),
-            )
-        })?;
-    original.check_owned(&src)?;
+    let src = original.existing(&storage)?;
     let mut partial = Partial::new(&storage, &img, &drive);
     let tag = img.tag();
     let created = storage.allocate(&drive, img.lv.as_str(), src.size, &[tag.as_str()])?;

@@ -17,7 +17,6 @@
 use super::{image_and_id, ImageLv, MIB};
 use crate::actions::Ctx;
 use crate::drive::storage::Storage;
-use crate::error::{fail, ErrorKind};
 use crate::host::data::LvRef;
 use crate::host::image_ops::{ProbeReq, Probed};
 use crate::host::transfer;
@@ -30,17 +29,7 @@ pub fn run(ctx: &Ctx, m: &DsMessage) -> anyhow::Result<ActionOutput> {
     let ds = &m.datastore;
     let img = ImageLv::from_source(image, ds, id)?;
     let storage = Storage::new(ctx);
-    let lv = img
-        .list(&storage)?
-        .into_iter()
-        .find(|l| l.name == img.lv.as_str())
-        .ok_or_else(|| {
-            fail(
-                ErrorKind::Failed,
-                format!("image {id} ({}) does not exist", img.source()),
-            )
-        })?;
-    img.check_owned(&lv)?;
+    img.existing(&storage)?;
     let probed: Probed = storage.hosts.call(
         &img.host,
         &ProbeReq {

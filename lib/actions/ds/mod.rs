@@ -231,6 +231,26 @@ impl ImageLv {
             .collect()
     }
 
+    /// The image LV among `lvs`, which must exist and be this image's.
+    pub fn find_in<'l>(&self, lvs: &'l [Lv]) -> anyhow::Result<&'l Lv> {
+        let lv = lvs
+            .iter()
+            .find(|l| l.name == self.lv.as_str())
+            .ok_or_else(|| {
+                fail(
+                    ErrorKind::Failed,
+                    format!("image {} ({}) does not exist", self.id, self.source()),
+                )
+            })?;
+        self.check_owned(lv)?;
+        Ok(lv)
+    }
+
+    /// The image LV as its host reports it, which must exist and be this image's.
+    pub fn existing(&self, storage: &Storage<'_>) -> anyhow::Result<Lv> {
+        self.find_in(&self.list(storage)?).cloned()
+    }
+
     /// Whether `lv` carries this image's tag.
     pub fn owns(&self, lv: &Lv) -> bool {
         lv.has_tag(self.tag().as_str())
@@ -440,19 +460,7 @@ impl SnapshotParts {
 
     /// The image LV, or an error naming it.
     pub fn require_image(&self) -> anyhow::Result<&Lv> {
-        self.lvs
-            .iter()
-            .find(|l| l.name == self.img.lv.as_str())
-            .ok_or_else(|| {
-                fail(
-                    ErrorKind::Failed,
-                    format!(
-                        "image {} ({}) does not exist",
-                        self.img.id,
-                        self.img.source()
-                    ),
-                )
-            })
+        self.img.find_in(&self.lvs)
     }
 }
 
