@@ -1306,3 +1306,116 @@ fn ds_cp_after_a_crash_starts_over() {
         .ok_empty("rm crashed import");
     assert_eq!(bed.lv_names(), ["img-one-1", "img-one-2"]);
 }
+
+/// Wall time of `f`, in seconds.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let start = std::time::Instant::now();
+    let v = f();
+    (v, start.elapsed().as_secs_f64())
+}
+
+/// The median wall time of `n` runs of `f`.
+fn median_secs(n: usize, mut f: impl FnMut()) -> f64 {
+    let mut t: Vec<f64> = (0..n).map(|_| timed(&mut f).1).collect();
+    t.sort_by(f64::total_cmp);
+    t[n / 2]
+}
+
+/// Benchmark (scripts/bench-ds): cp throughput of a dense and a 1/8-full raw image against
+/// `dd` and `cat` of the same file on this machine, and the per-action overhead. Ignored by
+/// default: it writes gigabytes. `BENCH_SIZE_GIB` (default 2).
+#[test]
+#[ignore]
+fn ds_bench_cp_and_overhead() {
+    let gib: u64 = std::env::var("BENCH_SIZE_GIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let size = gib << 30;
+    let bed = Bed::with(&[("BSUD_MIN_VOLUME_GIB", "4"), ("BSUD_MAX_SIZE_GIB", "256")]);
+    let rate = |bytes: u64, s: f64| format!("{:.0} MiB/s", bytes as f64 / s / MIB as f64);
+    println!("| image | one-bsud cp | dd into the same LV | ratio | cat > /dev/null |");
+    println!("|---|---|---|---|---|");
+    for (id, label, fill) in [(1i64, "dense", 1u64), (2, "1/8 full", 8)] {
+        let (f, path) = bed.fe_file(&format!("bench-{id}.raw"));
+        let data = size / fill;
+        // Data in 64 MiB extents spread over the image.
+        let chunk = 64 * MIB;
+        let slots = size / chunk;
+        let extents: Vec<(u64, usize)> = (0..data / chunk)
+            .map(|i| (i * fill * chunk % (slots * chunk), chunk as usize))
+            .collect();
+        sparse_file(&f, size, &extents, 100 + id as u64);
+        let (out, cp_s) = timed(|| {
+            bed.act(
+                "cp",
+                &bed.msg(&image(id, &path, size / MIB)),
+                &id.to_string(),
+            )
+        });
+        line(&out, &format!("kvm1:{VG}/img-one-{id} raw"), "bench cp");
+        let lv = bed.lv_file(&format!("img-one-{id}"));
+        let (_, dd_s) = timed(|| {
+            run_cmd(
+                "dd",
+                &[
+                    &format!("if={}", f.display()),
+                    &format!("of={}", lv.display()),
+                    "bs=1M",
+                    "conv=notrunc,fsync",
+                    "status=none",
+                ],
+            )
+        });
+        let (_, cat_s) = timed(|| {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg("cat \"$1\" > /dev/null")
+                .arg("sh")
+                .arg(&f)
+                .status()
+                .unwrap();
+            assert!(out.success());
+        });
+        println!(
+            "| {gib} GiB {label} ({} MiB of data) | {:.2} s, {} | {:.2} s, {} | {:.2}× | {:.2} s |",
+            data >> 20,
+            cp_s,
+            rate(size, cp_s),
+            dd_s,
+            rate(size, dd_s),
+            dd_s / cp_s,
+            cat_s,
+        );
+        bed.act("rm", &bed.msg(&existing(id)), &id.to_string())
+            .ok_empty("bench rm");
+        std::fs::remove_file(&f).unwrap();
+    }
+    // Per-action overhead: the whole process through the entry script.
+    let etc = bed.tb.frontend().root().join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("passwd"), "x").unwrap();
+    let refused = median_secs(11, || {
+        let o = bed.act("stat", &stat_message("/etc/passwd", &bed.ds), "0");
+        assert_eq!(o.code, 6, "{}", o.stderr_text());
+    });
+    let monitor = median_secs(11, || {
+        let o = bed.act("monitor", &ds_message(None, &bed.ds, ""), "100");
+        assert_eq!(o.code, 0, "{}", o.stderr_text());
+    });
+    let lv_list = median_secs(11, || {
+        bed.lvs();
+    });
+    println!();
+    println!("| per-action overhead (median of 11) | wall time |");
+    println!("|---|---|");
+    println!("| decode + validate + plan, refused before any host call (stat of a restricted path) | {:.1} ms |", refused * 1e3);
+    println!(
+        "| monitor (decode + one lv-list on the image host over the testbed ssh) | {:.1} ms |",
+        monitor * 1e3
+    );
+    println!(
+        "| one lv-list agent call alone (testbed ssh) | {:.1} ms |",
+        lv_list * 1e3
+    );
+}
