@@ -357,16 +357,27 @@ fn ds_lifecycle_every_action_every_mode() {
         line(&out, "64", &format!("stat {mode:?}"));
     }
 
-    // cp: images 1, 2, 3 in the three modes.
+    // cp: images 1, 2, 3 in the three modes; the first with the file's MD5, which a wrong one
+    // (image 9) fails.
+    let file_md5 = transfer_md5(&std::fs::read(&file).unwrap());
+    let mut wrong = image(9, &path, 64);
+    wrong.attrs.push(("MD5".into(), "f".repeat(32)));
+    fails(
+        &bed.act("cp", &bed.msg(&wrong), "9"),
+        1,
+        &format!(
+            "cp: MD5 of {path} is {file_md5}, the image template says {}",
+            "f".repeat(32)
+        ),
+    );
+    assert_eq!(bed.lv_names(), Vec::<String>::new());
     for (n, mode) in MODES.iter().enumerate() {
         let id = n as i64 + 1;
-        let out = bed.run(
-            Via::Entry,
-            *mode,
-            "cp",
-            &bed.msg(&image(id, &path, 64)),
-            &id.to_string(),
-        );
+        let mut img = image(id, &path, 64);
+        if id == 1 {
+            img.attrs.push(("MD5".into(), file_md5.to_uppercase()));
+        }
+        let out = bed.run(Via::Entry, *mode, "cp", &bed.msg(&img), &id.to_string());
         line(
             &out,
             &format!("kvm1:{VG}/img-one-{id} raw"),
@@ -465,6 +476,38 @@ fn ds_lifecycle_every_action_every_mode() {
             want
         );
     }
+
+    // clone across datastores: image 1 into datastore 101 whose image host is kvm2 (pulled
+    // host to host).
+    let ds101 = DatastoreSpec::image(101)
+        .attr("BSUD_IMAGE_HOST", "kvm2")
+        .attr("BSUD_MIN_VOLUME_GIB", "1");
+    let mut c = ImageSpec::os(14, 101, &format!("kvm1:{VG}/img-one-1"), 64);
+    c.cloning_id = 1;
+    let xml = ds_message(
+        Some(&c),
+        &ds101,
+        "<SOURCE_BRIDGE_LIST>kvm1</SOURCE_BRIDGE_LIST>",
+    );
+    line(
+        &bed.act("clone", &xml, "14"),
+        "kvm2:vg-one-101/img-one-14 raw",
+        "clone across",
+    );
+    let on_kvm2 = LvLoc {
+        host: "kvm2".into(),
+        lv: "vg-one-101/img-one-14".parse().unwrap(),
+    };
+    assert_eq!(
+        transfer::checksum(&bed.hosts, &on_kvm2, Some(64 * MIB), false)
+            .unwrap()
+            .digest,
+        want
+    );
+    let mut gone = ImageSpec::os(14, 101, "", 64);
+    gone.source = "kvm2:vg-one-101/img-one-14".into();
+    bed.act("rm", &ds_message(Some(&gone), &ds101, ""), "14")
+        .ok_empty("rm across");
 
     // export: the marketplace's document; its IMPORT_SOURCE path is the LV's node on kvm1.
     let md5 = {
