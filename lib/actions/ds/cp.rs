@@ -108,7 +108,7 @@ fn import(
     partial: &mut Partial<'_, '_>,
 ) -> anyhow::Result<()> {
     let what = plan.origin.describe();
-    let http = Http::new()?;
+    let http = Http::new();
     let opened = plan.origin.open(&http)?;
     let tap = plan.expected.as_ref().map(HashTap::new);
     let mut reader = opened.reader;

@@ -8,8 +8,9 @@
 //! ```
 //!
 //! `ssh://host:path` is what OpenNebula's `downloader.sh` reads with `ssh host cat path` (the
-//! stock lvm driver exports its LVs the same way): the bytes go from the image host to the
-//! marketplace without a copy, and `DISPOSE NO` says there is none to clean up. The LV is
+//! stock lvm driver exports its LVs the same way; an image host that is the frontend gets the
+//! plain path): the bytes go from the image host to the marketplace without a copy, and
+//! `DISPOSE NO` says there is none to clean up. The LV is
 //! activated by the agent before its MD5 is computed, so the device node exists when the
 //! marketplace reads it (oneadmin reads LV nodes as a member of the `disk` group). MD5 and
 //! SIZE cover the whole LV: what `cat` of the node yields.
@@ -44,21 +45,27 @@ pub fn run(ctx: &Ctx, m: &DsMessage) -> anyhow::Result<ActionOutput> {
     let md5 = sum
         .md5
         .ok_or_else(|| anyhow::anyhow!("host {}: checksum gave no MD5", img.host))?;
-    tracing::info!("image {id}: exported as ssh://{}:{}", img.host, probed.path);
+    // On the frontend itself the marketplace reads the node directly, as the stock drivers
+    // print a plain path without BRIDGE_LIST.
+    let source = if img.host == ctx.config.frontend_host {
+        probed.path.clone()
+    } else {
+        format!("ssh://{}:{}", img.host, probed.path)
+    };
+    tracing::info!("image {id}: exported as {source}");
     Ok(ActionOutput::Document(import_info(
-        &img.host,
-        &probed.path,
+        &source,
         &md5,
         probed.lv_bytes.div_ceil(MIB),
     )))
 }
 
 /// The document, one line.
-fn import_info(host: &str, path: &str, md5: &str, size_mb: u64) -> String {
+fn import_info(source: &str, md5: &str, size_mb: u64) -> String {
     let cdata = |s: &str| format!("<![CDATA[{}]]>", s.replace("]]>", "]]]]><![CDATA[>"));
     format!(
         "<IMPORT_INFO><IMPORT_SOURCE>{}</IMPORT_SOURCE><MD5>{}</MD5><SIZE>{}</SIZE><FORMAT>{}</FORMAT><DISPOSE>NO</DISPOSE></IMPORT_INFO>",
-        cdata(&format!("ssh://{host}:{path}")),
+        cdata(source),
         cdata(md5),
         cdata(&size_mb.to_string()),
         cdata("raw"),
@@ -70,7 +77,7 @@ mod tests {
     #[test]
     fn document_shape() {
         assert_eq!(
-            super::import_info("kvm1", "/dev/vg-one-1/img-one-2", "ab", 4),
+            super::import_info("ssh://kvm1:/dev/vg-one-1/img-one-2", "ab", 4),
             "<IMPORT_INFO><IMPORT_SOURCE><![CDATA[ssh://kvm1:/dev/vg-one-1/img-one-2]]></IMPORT_SOURCE><MD5><![CDATA[ab]]></MD5><SIZE><![CDATA[4]]></SIZE><FORMAT><![CDATA[raw]]></FORMAT><DISPOSE>NO</DISPOSE></IMPORT_INFO>"
         );
     }

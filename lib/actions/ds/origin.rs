@@ -344,24 +344,33 @@ fn content_range_total(resp: &reqwest::blocking::Response) -> Option<u64> {
         .ok()
 }
 
-/// The HTTP client of one action.
+/// The HTTP client of one action, built on first use (a local file needs none: building one
+/// starts reqwest's runtime thread).
+#[derive(Default)]
 pub struct Http {
-    client: reqwest::blocking::Client,
+    client: std::sync::OnceLock<reqwest::blocking::Client>,
 }
 
 impl Http {
     /// A client: redirects followed (at most 10), TLS verified against the system roots,
     /// bounded connect and read waits, no transparent decompression (the bytes are hashed as
     /// served).
-    pub fn new() -> anyhow::Result<Http> {
-        let client = reqwest::blocking::Client::builder()
+    pub fn new() -> Http {
+        Http::default()
+    }
+
+    fn client(&self) -> anyhow::Result<&reqwest::blocking::Client> {
+        if let Some(c) = self.client.get() {
+            return Ok(c);
+        }
+        let c = reqwest::blocking::Client::builder()
             .user_agent(concat!("one-bsud/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(READ_TIMEOUT)
             .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
             .build()
             .context("building the HTTP client")?;
-        Ok(Http { client })
+        Ok(self.client.get_or_init(|| c))
     }
 
     /// GET `url` (with a `Range` header when given); any status but 200/206/416 is an error
@@ -372,7 +381,7 @@ impl Http {
         range: Option<String>,
         what: &str,
     ) -> anyhow::Result<reqwest::blocking::Response> {
-        let mut req = self.client.get(url.clone());
+        let mut req = self.client()?.get(url.clone());
         if let Some(r) = range {
             req = req.header(reqwest::header::RANGE, r);
         }

@@ -32,7 +32,7 @@ pub fn run(ctx: &Ctx, m: &DsMessage) -> anyhow::Result<ActionOutput> {
         .template
         .get_nonempty("NO_DECOMPRESS")
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("yes"));
-    let http = Http::new()?;
+    let http = Http::new();
     let bytes = measure(&origin, &http, decompress)?;
     if bytes == 0 {
         return Err(fail(
