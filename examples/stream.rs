@@ -5,7 +5,7 @@
 //! stream recv PATH [--fresh] [--expect-size N] [--create-file] < stream
 //! stream checksum PATH [--size-bytes N] [--md5]
 //! ```
-//! The same operations as `one-bsud host send|recv|checksum` (lib/stream/agent.rs).
+//! The same stream as `one-bsud host send|recv|checksum`, on files (lib/stream/agent.rs).
 
 use std::path::PathBuf;
 use std::process::ExitCode;

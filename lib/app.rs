@@ -97,6 +97,44 @@ pub fn run(argv: Vec<OsString>, stdin: &mut dyn Read, env: &Env) -> Outcome {
                 Err(e) => err(e, false),
             }
         }
+        // Installing runs before any configuration exists.
+        Command::Install(cmd) => {
+            logging::init(env.get("BSUD_LOG").unwrap_or("info"), false);
+            match crate::ops::install::run(cmd) {
+                Ok(o) => ok(o),
+                Err(e) => err(e, false),
+            }
+        }
+        // Probes run on hosts like the agent; monitord ignores their stderr unless they fail.
+        Command::Probe(cmd) => {
+            logging::init(env.get("BSUD_LOG").unwrap_or("warn"), false);
+            match crate::ops::probe::run(cmd, stdin, env) {
+                Ok(o) => ok(o),
+                Err(e) => err(e, false),
+            }
+        }
+        // doctor reports a broken configuration as one of its checks instead of failing on it.
+        Command::Doctor(a) => {
+            logging::init(env.get("BSUD_LOG").unwrap_or("error"), false);
+            let report = crate::ops::doctor::run(&a, env);
+            let stdout = if a.json {
+                serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
+            } else {
+                report.text()
+            };
+            let failed = report.count(crate::ops::doctor::Status::Fail);
+            Outcome {
+                stdout: stdout.into_bytes(),
+                error: (failed > 0).then(|| {
+                    crate::error::fail(
+                        crate::error::ErrorKind::Failed,
+                        format!("doctor: {failed} check(s) failed"),
+                    )
+                }),
+                error_markers: false,
+                clap: None,
+            }
+        }
         // The host agent runs on hosts, which have no frontend configuration.
         Command::Host(cmd) => {
             logging::init(env.get("BSUD_LOG").unwrap_or("info"), false);
@@ -130,7 +168,11 @@ pub fn run(argv: Vec<OsString>, stdin: &mut dyn Read, env: &Env) -> Outcome {
                 }
                 Command::Drive(cmd) => crate::drive::cli::run_drive(&ctx, cmd),
                 Command::Cloud(cmd) => crate::drive::cli::run_cloud(&ctx, cmd),
-                Command::Decode(_) | Command::Host(_) => unreachable!("handled above"),
+                Command::Decode(_)
+                | Command::Host(_)
+                | Command::Install(_)
+                | Command::Probe(_)
+                | Command::Doctor(_) => unreachable!("handled above"),
             };
             match res {
                 Ok(o) => ok(o),

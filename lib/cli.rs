@@ -54,6 +54,14 @@ pub enum Command {
     /// Inspect what the cloud holds for our tags.
     #[command(subcommand)]
     Cloud(crate::drive::cli::CloudCmd),
+    /// Check the site end to end (configuration, credentials, API, every host's ssh, agent, metadata, LVM, sudo, drives, device slots) and say what is wrong.
+    Doctor(crate::ops::doctor::DoctorArgs),
+    /// Installation steps install.sh runs: register bsud in oned.conf and vmm_execrc, print the hosts' sudoers file.
+    #[command(subcommand)]
+    Install(crate::ops::install::InstallCmd),
+    /// Host monitoring probes (run by OpenNebula's monitord on each host): drive capacity, VM disk sizes.
+    #[command(subcommand)]
+    Probe(crate::ops::probe::ProbeCmd),
 }
 
 /// Raw arguments of an action, passed on untouched (they may start with `-`).

@@ -48,6 +48,9 @@ pub struct FileConfig {
     pub onevm_command: Option<Vec<String>>,
     /// Command printing a datastore's XML: default `["onedatastore", "show", "-x"]`.
     pub onedatastore_command: Option<Vec<String>>,
+    /// Command printing every host's XML (`doctor` checks them): default
+    /// `["onehost", "list", "-x"]`.
+    pub onehost_command: Option<Vec<String>>,
     /// Log level on stderr: error, warn, info, debug, trace (`RUST_LOG` overrides).
     pub log_level: Option<String>,
     /// Also log to journald when its socket exists (default true).
@@ -152,6 +155,8 @@ pub struct Config {
     pub onevm_command: Vec<String>,
     /// Datastore XML command.
     pub onedatastore_command: Vec<String>,
+    /// Host list XML command.
+    pub onehost_command: Vec<String>,
     /// Log level.
     pub log_level: String,
     /// journald on/off.
@@ -271,6 +276,10 @@ impl Config {
                 .onedatastore_command
                 .clone()
                 .unwrap_or_else(|| vec!["onedatastore".into(), "show".into(), "-x".into()]),
+            onehost_command: f
+                .onehost_command
+                .clone()
+                .unwrap_or_else(|| vec!["onehost".into(), "list".into(), "-x".into()]),
             log_level: f.log_level.clone().unwrap_or_else(|| "info".into()),
             journald: f.journald.unwrap_or(true),
             error_markers: f.error_markers.unwrap_or(false),

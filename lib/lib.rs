@@ -32,6 +32,7 @@ pub mod lock;
 pub mod logging;
 pub mod lvm;
 pub mod one;
+pub mod ops;
 pub mod sim;
 pub mod stream;
 pub mod sys;

@@ -200,7 +200,7 @@ fn vg_on_two_volumes(s: &Scratch, host: &HostView, vg: &str) -> (PathBuf, PathBu
 }
 
 #[test]
-fn sim_lv_bytes_follow_lvm() {
+fn sim_lv_bytes_follow_lvm_across_volume_files() {
     let mut s = Scratch::new();
     let a = s.host("a");
     let (v1, v2) = vg_on_two_volumes(&s, &a, "vgmove");
@@ -344,8 +344,10 @@ fn sim_attach_detach_idempotent_and_stale_loops() {
     detach_volume(a.root(), "/dev/xvdba", &v).unwrap();
     detach_volume(a.root(), "/dev/xvdba", &v).unwrap();
     assert!(a.attached().unwrap().is_empty());
-    assert!(
-        hostview::loop_backing_file(&dev).is_none(),
+    // Released: the device no longer backs our file (a parallel test may already reuse it).
+    assert_ne!(
+        hostview::loop_backing_file(&dev),
+        Some(v.canonicalize().unwrap()),
         "{dev} still set up"
     );
     let conf = std::fs::read_to_string(a.lvm_conf()).unwrap();
@@ -384,13 +386,18 @@ fn sim_attach_detach_idempotent_and_stale_loops() {
     });
     let all = a.attached().unwrap();
     assert_eq!(all.len(), 5, "{all:?}");
+    let backed: Vec<(String, Option<PathBuf>)> = all
+        .iter()
+        .map(|(_, l)| (l.clone(), hostview::loop_backing_file(l)))
+        .collect();
     let conf = std::fs::read_to_string(a.lvm_conf()).unwrap();
     for (_, l) in &all {
         assert!(conf.contains(&format!("\"a|^{l}$|\"")), "{l} not in {conf}");
     }
     a.detach_all().unwrap();
-    for (_, l) in &all {
-        assert!(hostview::loop_backing_file(l).is_none(), "{l} still set up");
+    // Released: no device backs what it backed (a parallel test may already reuse the name).
+    for (l, before) in &backed {
+        assert_ne!(&hostview::loop_backing_file(l), before, "{l} still set up");
     }
     // A volume deleted while attached (DeleteVolume after a failed unlink) still detaches.
     let doomed = s.volume("doomed.vol", 8 * MIB);
@@ -399,8 +406,10 @@ fn sim_attach_detach_idempotent_and_stale_loops() {
     std::fs::remove_file(&doomed).unwrap();
     detach_volume(a.root(), "/dev/xvdz", &doomed).unwrap();
     assert!(a.attached().unwrap().is_empty());
+    // Released: the device no longer backs the deleted file (its name may already be reused).
     assert!(
-        hostview::loop_backing_file(&dev).is_none(),
+        !hostview::loop_backing_file(&dev)
+            .is_some_and(|b| b.to_string_lossy().contains("doomed.vol")),
         "{dev} still set up"
     );
     // Bad device names are refused before anything is done.

@@ -1,6 +1,8 @@
 //! The data path on the testbed: LV to LV between hosts (pulled host to host, and relayed via
 //! the frontend), on one host, and from frontend data; format; checksums compared end to end.
 
+mod support;
+
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -11,28 +13,11 @@ use bsud::host::client::HostClient;
 use bsud::host::data::LvRef;
 use bsud::host::fs_ops::FormatReq;
 use bsud::host::transfer::{self, CopyOptions, LvLoc};
-use bsud::sim::testbed::{Testbed, TestbedOpts};
+use bsud::sim::testbed::Testbed;
 use bsud::stream::Source;
 
 fn testbed() -> Testbed {
-    let mut o = TestbedOpts::new(
-        env!("CARGO_BIN_EXE_bsud-sim"),
-        env!("CARGO_BIN_EXE_one-bsud"),
-    );
-    o.serve_args = [
-        "--create-delay-ms",
-        "10",
-        "--attach-delay-ms",
-        "10",
-        "--detach-delay-ms",
-        "10",
-        "--delete-delay-ms",
-        "10",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    Testbed::start(o).expect("testbed starts")
+    support::testbed(&["kvm1", "kvm2"], 10)
 }
 
 struct Fe {

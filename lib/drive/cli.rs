@@ -175,6 +175,37 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     s
 }
 
+/// Volumes as a table, with their drive tag when `with_drive`.
+fn volume_table(vols: &[crate::cloud::Volume], with_drive: bool) -> String {
+    let mut header = vec!["VOLUME"];
+    if with_drive {
+        header.push("DRIVE");
+    }
+    header.extend(["STATE", "SIZE_GIB", "TYPE", "LINK"]);
+    let rows: Vec<Vec<String>> = vols
+        .iter()
+        .map(|v| {
+            let link = v
+                .links
+                .first()
+                .map(|l| format!("{} {} {}", l.vm_id, l.device, l.state.as_str()))
+                .unwrap_or_else(|| "-".into());
+            let mut r = vec![v.id.clone()];
+            if with_drive {
+                r.push(v.tags.get(TAG_DRIVE).cloned().unwrap_or_default());
+            }
+            r.extend([
+                v.state.to_string(),
+                v.size_gib.to_string(),
+                v.volume_type.clone(),
+                link,
+            ]);
+            r
+        })
+        .collect();
+    table(&header, &rows)
+}
+
 /// Runs a drive command.
 pub fn run_drive(ctx: &Ctx, cmd: DriveCmd) -> anyhow::Result<ActionOutput> {
     let cloud = ctx.cloud()?;
@@ -252,26 +283,7 @@ pub fn run_drive(ctx: &Ctx, cmd: DriveCmd) -> anyhow::Result<ActionOutput> {
                     gib(vg.lv_bytes),
                     d.settings.max_size_gib
                 );
-                s.push_str(&table(
-                    &["VOLUME", "STATE", "SIZE_GIB", "TYPE", "LINK"],
-                    &vols
-                        .iter()
-                        .map(|v| {
-                            let link = v
-                                .links
-                                .first()
-                                .map(|l| format!("{} {} {}", l.vm_id, l.device, l.state.as_str()))
-                                .unwrap_or_else(|| "-".into());
-                            vec![
-                                v.id.clone(),
-                                v.state.to_string(),
-                                v.size_gib.to_string(),
-                                v.volume_type.clone(),
-                                link,
-                            ]
-                        })
-                        .collect::<Vec<_>>(),
-                ));
+                s.push_str(&volume_table(&vols, false));
                 s.push('\n');
                 s.push_str(&table(
                     &["PV", "SIZE_GIB", "FREE_GIB", "ALLOCATED_EXTENTS"],
@@ -399,29 +411,7 @@ pub fn run_cloud(ctx: &Ctx, cmd: CloudCmd) -> anyhow::Result<ActionOutput> {
                     .cmp(&b.tags.get(TAG_DRIVE))
                     .then(a.id.cmp(&b.id))
             });
-            out(json, &vols, || {
-                table(
-                    &["VOLUME", "DRIVE", "STATE", "SIZE_GIB", "TYPE", "LINK"],
-                    &vols
-                        .iter()
-                        .map(|v| {
-                            let link = v
-                                .links
-                                .first()
-                                .map(|l| format!("{} {} {}", l.vm_id, l.device, l.state.as_str()))
-                                .unwrap_or_else(|| "-".into());
-                            vec![
-                                v.id.clone(),
-                                v.tags.get(TAG_DRIVE).cloned().unwrap_or_default(),
-                                v.state.to_string(),
-                                v.size_gib.to_string(),
-                                v.volume_type.clone(),
-                                link,
-                            ]
-                        })
-                        .collect::<Vec<_>>(),
-                )
-            })
+            out(json, &vols, || volume_table(&vols, true))
         }
     }
 }

@@ -94,6 +94,8 @@ pub struct VgView {
     pub orphan_pvs: Vec<String>,
     /// By-id BSU devices present on the host: serial suffix → device path.
     pub devices: BTreeMap<String, String>,
+    /// VG tags.
+    pub tags: Vec<String>,
 }
 
 impl VgView {
@@ -118,6 +120,8 @@ pub trait HostApi: Send + Sync {
     fn pv_remove(&self, host: &str, vg: &str, device_path: &str) -> anyhow::Result<()>;
     /// Removes one of our LVs (idempotent; refuses an LV without our tags).
     fn lv_remove(&self, host: &str, vg: &str, lv: &str) -> anyhow::Result<()>;
+    /// Records the growth limit on the VG (tag `one.bsud.max_size_gib`) for the host probe.
+    fn set_growth_limit(&self, host: &str, vg: &str, max_size_gib: u64) -> anyhow::Result<()>;
 }
 
 /// A drive: a datastore on a host, with its policy.
@@ -283,6 +287,17 @@ impl Engine<'_> {
         if changed {
             vg = self.hosts.vg_report(&d.host, &d.vg())?;
             vm = self.cloud.vm(&identity.vm_id)?;
+        }
+        // The host capacity probe reads the limit from the VG; it only informs the scheduler,
+        // so failing to record it must not fail the operation.
+        let limit = format!("{}={}", naming::TAG_MAX_SIZE_GIB, d.settings.max_size_gib);
+        if vg.exists && !vg.tags.contains(&limit) {
+            if let Err(e) = self
+                .hosts
+                .set_growth_limit(&d.host, &d.vg(), d.settings.max_size_gib)
+            {
+                tracing::warn!("drive {}: cannot record its growth limit: {e:#}", d.name());
+            }
         }
         Ok(Reconciled {
             identity,
@@ -462,6 +477,7 @@ impl Engine<'_> {
             VolumeState::Available,
             self.wait(self.timeouts.volume_create),
         )?;
+        crate::crashpoint::reached("grow:volume-available");
         let v = self.link(d, &r.identity, &v, &r.vg)?;
         let path = self.device_path(d, &r.identity, &v, &r.vg)?;
         crate::crashpoint::reached("grow:device-present");

@@ -47,6 +47,7 @@ impl From<VgReport> for VgView {
                 .collect(),
             orphan_pvs: r.orphan_pvs.iter().map(|p| p.pv.name.clone()).collect(),
             devices,
+            tags: r.vg.as_ref().map(|v| v.tags.clone()).unwrap_or_default(),
         }
     }
 }
@@ -88,6 +89,12 @@ impl HostApi for HostClient {
         let vg: VgName = vg.parse()?;
         let lv: LvName = lv.parse()?;
         HostClient::lv_remove(self, host, &vg, &lv, &[])?;
+        Ok(())
+    }
+
+    fn set_growth_limit(&self, host: &str, vg: &str, max_size_gib: u64) -> anyhow::Result<()> {
+        let vg: VgName = vg.parse()?;
+        HostClient::vg_limit(self, host, &vg, max_size_gib)?;
         Ok(())
     }
 }

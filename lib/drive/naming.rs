@@ -19,6 +19,9 @@ pub const TAG_VM: &str = "one.bsud.vm";
 pub const TAG_RELEASING: &str = "one.bsud.releasing";
 /// Prefix of the VM tag recording an in-flight CreateVolume's ClientToken (crash recovery).
 pub const TAG_INTENT_PREFIX: &str = "one.bsud.intent.";
+/// VG tag `one.bsud.max_size_gib=<n>`: the drive's growth limit (`BSUD_MAX_SIZE_GIB`), kept on
+/// the VG so the host capacity probe, which cannot ask OpenNebula, reports it as TOTAL.
+pub const TAG_MAX_SIZE_GIB: &str = "one.bsud.max_size_gib";
 
 /// The VG of datastore `ds`.
 pub fn vg_name(ds: i64) -> String {

@@ -28,7 +28,8 @@ use super::env::{Deadline, HostEnv};
 use super::fs_ops::FormatReq;
 use super::proto::{
     IdentityReq, Limits, LvCreateReq, LvExtendReq, LvListReq, LvRemoveReq, LvRenameReq, LvTagReq,
-    PvAddReq, PvRemoveReq, Request, VersionInfo, VersionReq, VgReportReq, WaitDeviceReq,
+    PvAddReq, PvRemoveReq, Request, VersionInfo, VersionReq, VgLimitReq, VgReportReq,
+    WaitDeviceReq,
 };
 use super::{devices, lv, metadata, vg};
 
@@ -63,6 +64,13 @@ pub enum HostCmd {
     PvAdd {
         #[command(flatten)]
         req: PvAddReq,
+        #[command(flatten)]
+        limits: Limits,
+    },
+    /// Record the drive's growth limit on the VG (tag one.bsud.max_size_gib=N) for the probe.
+    VgLimit {
+        #[command(flatten)]
+        req: VgLimitReq,
         #[command(flatten)]
         limits: Limits,
     },
@@ -150,6 +158,13 @@ pub enum HostCmd {
         #[command(flatten)]
         limits: Limits,
     },
+    /// Report what doctor checks on a host (versions, sudo rights, drive VGs); changes nothing.
+    SelfCheck {
+        #[command(flatten)]
+        req: crate::ops::selfcheck::SelfCheckReq,
+        #[command(flatten)]
+        limits: Limits,
+    },
     /// Image-datastore operations.
     #[command(flatten)]
     Image(super::image_ops::ImageCmd),
@@ -167,6 +182,7 @@ impl HostCmd {
             HostCmd::WaitDevice { .. } => WaitDeviceReq::OP,
             HostCmd::VgReport { .. } => VgReportReq::OP,
             HostCmd::PvAdd { .. } => PvAddReq::OP,
+            HostCmd::VgLimit { .. } => VgLimitReq::OP,
             HostCmd::PvRemove { .. } => PvRemoveReq::OP,
             HostCmd::LvCreate { .. } => LvCreateReq::OP,
             HostCmd::LvExtend { .. } => LvExtendReq::OP,
@@ -179,6 +195,7 @@ impl HostCmd {
             HostCmd::Checksum { .. } => ChecksumReq::OP,
             HostCmd::Copy { .. } => CopyReq::OP,
             HostCmd::Format { .. } => FormatReq::OP,
+            HostCmd::SelfCheck { .. } => crate::ops::selfcheck::SelfCheckReq::OP,
             HostCmd::Image(c) => c.name(),
             HostCmd::Vm(c) => c.name(),
         }
@@ -249,6 +266,7 @@ pub fn run(cmd: HostCmd, stdin: &mut dyn Read, env: &Env) -> anyhow::Result<Acti
         }),
         HostCmd::VgReport { req, limits } => with_agent(host, &limits, |a| vg::vg_report(a, &req)),
         HostCmd::PvAdd { req, limits } => with_agent(host, &limits, |a| vg::pv_add(a, &req)),
+        HostCmd::VgLimit { req, limits } => with_agent(host, &limits, |a| vg::vg_limit(a, &req)),
         HostCmd::PvRemove { req, limits } => with_agent(host, &limits, |a| vg::pv_remove(a, &req)),
         HostCmd::LvCreate { req, limits } => with_agent(host, &limits, |a| lv::lv_create(a, &req)),
         HostCmd::LvExtend { req, limits } => with_agent(host, &limits, |a| lv::lv_extend(a, &req)),
@@ -271,6 +289,9 @@ pub fn run(cmd: HostCmd, stdin: &mut dyn Read, env: &Env) -> anyhow::Result<Acti
         HostCmd::Format { req, limits } => {
             with_agent(host, &limits, |a| super::fs_ops::format(a, &req))
         }
+        HostCmd::SelfCheck { req, limits } => with_agent(host, &limits, |a| {
+            crate::ops::selfcheck::self_check(a, &req)
+        }),
         HostCmd::Image(c) => super::image_ops::run(c, stdin, host),
         HostCmd::Vm(c) => super::vm_ops::run(c, stdin, host),
     }
@@ -340,6 +361,13 @@ mod tests {
                 }
             );
         }
+        check!(
+            VgLimit,
+            VgLimitReq {
+                vg: vg.clone(),
+                max_size_gib: 4096
+            }
+        );
         check!(
             PvRemove,
             PvRemoveReq {

@@ -213,6 +213,22 @@ impl HostClient {
         )
     }
 
+    /// `vg-limit`.
+    pub fn vg_limit(
+        &self,
+        host: &str,
+        vg: &VgName,
+        max_size_gib: u64,
+    ) -> anyhow::Result<VgLimited> {
+        self.call(
+            host,
+            &VgLimitReq {
+                vg: vg.clone(),
+                max_size_gib,
+            },
+        )
+    }
+
     /// `pv-remove`.
     pub fn pv_remove(
         &self,

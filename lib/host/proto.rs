@@ -193,6 +193,18 @@ pub struct PvAddReq {
     pub fresh: bool,
 }
 
+/// `vg-limit`: record the drive's growth limit as the VG tag `one.bsud.max_size_gib=<n>`
+/// (replacing an older value), for the host capacity probe.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct VgLimitReq {
+    /// The volume group.
+    #[arg(long)]
+    pub vg: VgName,
+    /// The limit, GiB.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_size_gib: u64,
+}
+
 /// `pv-remove`: take an empty PV out of the VG (removing the VG with its last PV).
 #[derive(Debug, Clone, PartialEq, Eq, Args)]
 pub struct PvRemoveReq {
@@ -356,6 +368,18 @@ impl Request for PvAddReq {
             a.push("--fresh".into());
         }
         a
+    }
+}
+
+impl Request for VgLimitReq {
+    const OP: &'static str = "vg-limit";
+    const LOCKS: bool = true;
+    type Response = VgLimited;
+    fn args(&self) -> Vec<String> {
+        vec![
+            flag("vg", &self.vg),
+            flag("max-size-gib", self.max_size_gib),
+        ]
     }
 }
 
@@ -550,6 +574,17 @@ pub struct PvAdded {
     pub hwm: u64,
     /// The PV's extents.
     pub pe_count: u64,
+}
+
+/// `vg-limit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VgLimited {
+    /// The VG.
+    pub vg: String,
+    /// Its tags now.
+    pub tags: Vec<String>,
+    /// false: the tag was already there.
+    pub changed: bool,
 }
 
 /// `pv-remove`.

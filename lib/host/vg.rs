@@ -1,4 +1,4 @@
-//! Volume-group operations: `vg-report`, `pv-add`, `pv-remove`.
+//! Volume-group operations: `vg-report`, `vg-limit`, `pv-add`, `pv-remove`.
 //!
 //! Devices are compared by their resolved path (LVM may name a PV `/dev/sdc` while the caller
 //! passes the by-id link). A device carrying another VG, a file system, a partition table or
@@ -6,13 +6,15 @@
 
 use std::path::Path;
 
+use crate::drive::naming::TAG_MAX_SIZE_GIB;
 use crate::error::{fail, ErrorKind};
-use crate::lvm::{Pv, VgName};
+use crate::lvm::{Pv, Tag, VgName};
 
 use super::agent::Agent;
 use super::devices;
 use super::proto::{
-    BsuDevice, PvAddReq, PvAdded, PvInfo, PvRemoveReq, PvRemoved, VgReport, VgReportReq,
+    BsuDevice, PvAddReq, PvAdded, PvInfo, PvRemoveReq, PvRemoved, VgLimitReq, VgLimited, VgReport,
+    VgReportReq,
 };
 use super::zero;
 
@@ -70,6 +72,49 @@ pub fn vg_report(a: &Agent, req: &VgReportReq) -> anyhow::Result<VgReport> {
                 }
             })
             .collect(),
+    })
+}
+
+/// Makes `one.bsud.max_size_gib=<n>` the VG's only limit tag (one vgchange, only when needed).
+pub fn vg_limit(a: &Agent, req: &VgLimitReq) -> anyhow::Result<VgLimited> {
+    let _lock = a.lock_vg(&req.vg)?;
+    let vg = a.lvm.vg(&req.vg)?.ok_or_else(|| {
+        fail(
+            ErrorKind::Failed,
+            format!("volume group {} does not exist on this host", req.vg),
+        )
+    })?;
+    let want = Tag::new(TAG_MAX_SIZE_GIB, req.max_size_gib)?;
+    let prefix = format!("{TAG_MAX_SIZE_GIB}=");
+    let stale: Vec<Tag> = vg
+        .tags
+        .iter()
+        .filter(|t| t.starts_with(&prefix) && t.as_str() != want.as_str())
+        .map(|t| t.parse())
+        .collect::<anyhow::Result<_>>()?;
+    let add: Vec<Tag> = if vg.tags.iter().any(|t| t == want.as_str()) {
+        Vec::new()
+    } else {
+        vec![want.clone()]
+    };
+    let changed = !(add.is_empty() && stale.is_empty());
+    if changed {
+        tracing::info!("{}: growth limit tag {want}", req.vg);
+        a.lvm.vgchange_tags(&req.vg, &add, &stale)?;
+    }
+    let mut tags: Vec<String> = vg
+        .tags
+        .into_iter()
+        .filter(|t| !stale.iter().any(|s| s.as_str() == t))
+        .collect();
+    if !add.is_empty() {
+        tags.push(want.to_string());
+    }
+    tags.sort();
+    Ok(VgLimited {
+        vg: req.vg.to_string(),
+        tags,
+        changed,
     })
 }
 

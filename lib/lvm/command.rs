@@ -23,6 +23,15 @@ use crate::exec::{self, Cmd};
 use super::names::{LvName, Tag, VgName};
 use super::report::{self, Lv, Pv, Vg};
 
+/// Every program the agent runs through `sudo -n` when it is not root: the LVM commands below
+/// and the tools passed to [`Lvm::run_tool`]. install.sh writes the sudoers file from this list
+/// (`one-bsud install sudoers`), and a test checks that every program this crate runs that way
+/// is in it.
+pub const PRIVILEGED_PROGRAMS: &[&str] = &[
+    "lvchange", "lvcreate", "lvextend", "lvremove", "lvrename", "lvs", "pvchange", "pvcreate",
+    "pvremove", "pvs", "vgchange", "vgcreate", "vgextend", "vgreduce", "vgremove", "vgs", "wipefs",
+];
+
 /// Runs LVM commands for one host view until a deadline.
 #[derive(Debug, Clone)]
 pub struct Lvm {
@@ -124,6 +133,17 @@ impl Lvm {
         let sel = format!("vg_name={vg}");
         let vgs = report::parse_vgs(&self.report("vgs", report::VG_FIELDS, &["-S", &sel])?)?;
         Ok(vgs.into_iter().find(|v| v.name == vg.as_str()))
+    }
+
+    /// Every VG this host's LVM sees.
+    pub fn vgs_all(&self) -> anyhow::Result<Vec<Vg>> {
+        report::parse_vgs(&self.report("vgs", report::VG_FIELDS, &[])?)
+    }
+
+    /// `vgchange [--deltag t]… [--addtag t]… <vg>`: one metadata commit.
+    pub fn vgchange_tags(&self, vg: &VgName, add: &[Tag], del: &[Tag]) -> anyhow::Result<()> {
+        self.run("vgchange", &tag_args(add, del, vg.as_str()))
+            .map(drop)
     }
 
     /// The VG's LVs with their segments (empty when the VG does not exist).

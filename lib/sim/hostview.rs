@@ -526,16 +526,19 @@ fn losetup_attach(file: &Path) -> anyhow::Result<String> {
 /// (a scan by the machine's own LVM, blkid…) is only marked for release by the kernel: wait a
 /// little for it to go, so a detached volume is really detached when this returns.
 fn losetup_detach(dev: &str) -> anyhow::Result<()> {
-    if loop_backing_file(dev).is_none() {
+    // Tests run in parallel: once released, the same device name may back another test's
+    // file within milliseconds. "Released" therefore means "no longer backs what it backed".
+    let Some(backing) = loop_backing_file(dev) else {
         return Ok(());
-    }
+    };
+    let still_ours = || loop_backing_file(dev).is_some_and(|b| b == backing);
     if let Err(e) = exec::run(
         &Cmd::new("losetup")
             .arg("-d")
             .arg(dev)
             .timeout(LOSETUP_TIMEOUT),
     ) {
-        if loop_backing_file(dev).is_some() {
+        if still_ours() {
             return Err(e.into());
         }
     }
@@ -543,9 +546,12 @@ fn losetup_detach(dev: &str) -> anyhow::Result<()> {
         &format!("{dev} to be released"),
         Wait::new(RELEASE_TIMEOUT, Duration::from_millis(20)),
         || {
-            Ok(match loop_backing_file(dev) {
-                None => Poll::Ready(()),
-                Some(_) => Poll::Pending("still open somewhere".into()),
+            Ok(if still_ours() && !release_pending(dev) {
+                Poll::Pending("still set up".into())
+            } else if still_ours() {
+                Poll::Pending("still open somewhere".into())
+            } else {
+                Poll::Ready(())
             })
         },
     );

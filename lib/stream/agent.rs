@@ -1,6 +1,7 @@
-//! The host agent's data operations, ready to be wired as `one-bsud host send|recv|checksum`.
-//! Paths arrive resolved by the caller (the agent maps host paths); these functions only open
-//! them.
+//! The stream on plain files: send a file, receive into a file, checksum a file. Used by the
+//! benchmark tool (`examples/stream.rs`, `scripts/bench-stream`) and tests. The host agent's
+//! operations on LVs (`one-bsud host send|recv|checksum|copy`) are `crate::host::data`; they
+//! resolve the LV, then run the same `stream::send`/`stream::recv`.
 //!
 //! Output contract:
 //! - `send` writes the stream to its `out` (the process's stdout: the wiring must hand over
