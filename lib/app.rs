@@ -267,10 +267,25 @@ mod tests {
             o.error_text(),
             "delete: vm id \"x\" is not a non-negative integer\n"
         );
-        let o = run_args(&["/r/tm/bsud/delete", "h:/d/1/2", "2", "1"], b"", &env);
+        let o = run_args(
+            &[
+                "/r/tm/bsud/mkimage",
+                "10",
+                "qcow2",
+                "h:/d/1/2/disk.0",
+                "2",
+                "1",
+            ],
+            b"",
+            &env,
+        );
         assert_eq!(
             (o.code(), o.error_text()),
-            (4, "delete: not implemented yet\n".to_string())
+            (
+                4,
+                "mkimage: volatile disks are raw LVs; FORMAT qcow2 is not supported (set DRIVER=raw)\n"
+                    .to_string()
+            )
         );
         assert!(o.stdout.is_empty());
     }

@@ -61,6 +61,11 @@ pub struct FileConfig {
     pub relay_via_frontend: Option<bool>,
     /// Compress host-to-host streams with zstd (worth it on links slower than ~200 MB/s).
     pub compress: Option<bool>,
+    /// oned's remotes directory on the frontend, where the other transfer managers live
+    /// (`<remotes_dir>/tm/<tm>/premigrate`): live migration calls them for their disks.
+    /// Default `$ONE_LOCATION/var/remotes` when ONE_LOCATION is set, else
+    /// `/var/lib/one/remotes`.
+    pub remotes_dir: Option<PathBuf>,
     /// Deadlines, in seconds.
     #[serde(default)]
     pub timeouts: TimeoutsFile,
@@ -162,6 +167,8 @@ pub struct Config {
     pub relay_via_frontend: bool,
     /// zstd on streams.
     pub compress: bool,
+    /// oned's remotes directory (other transfer managers).
+    pub remotes_dir: PathBuf,
     /// Deadlines.
     pub timeouts: Timeouts,
     /// Cloud settings.
@@ -278,6 +285,11 @@ impl Config {
             error_markers: f.error_markers.unwrap_or(false),
             relay_via_frontend: f.relay_via_frontend.unwrap_or(false),
             compress: f.compress.unwrap_or(false),
+            remotes_dir: f.remotes_dir.clone().unwrap_or_else(|| {
+                env.get("ONE_LOCATION")
+                    .map(|l| Path::new(l).join("var/remotes"))
+                    .unwrap_or_else(|| PathBuf::from("/var/lib/one/remotes"))
+            }),
             timeouts: Timeouts {
                 lock: secs(t.lock, 900),
                 volume_create: secs(t.volume_create, 300),

@@ -2,11 +2,10 @@
 //! scripts (installed as oned finds them), through symlinks named after the actions, and
 //! explicitly (`one-bsud ds cp …`), with exit code, stdout and stderr checked byte for byte.
 //!
-//! Datastore actions act (tests/ds.rs runs them on the testbed); here, with no hosts or cloud
-//! behind the install, each fails the same way whatever way it is started and whatever way its
-//! message came: proof the three forms and the three message modes are one code path. TM
-//! actions not implemented yet answer valid input with exit 4, nothing on stdout and exactly
-//! `<action>: not implemented yet` on stderr (no INFO lines at the default level). Every bad
+//! Every action is implemented: on an install with no hosts, cloud or OpenNebula behind it, each
+//! fails cleanly past validation, the same way whatever way it is started and whatever way its
+//! message came — proof the three forms and the three message modes are one code path
+//! (tests/ds.rs and tests/lifecycle.rs run them for real on the testbed). Every bad
 //! input answers exit 2, nothing on stdout and exactly one stderr line that names the problem,
 //! starts with the action name and never with `-`.
 
@@ -191,10 +190,6 @@ fn valid_tm_calls() -> Vec<(&'static str, Vec<&'static str>, Vec<u8>)> {
     ]
 }
 
-fn not_implemented(out: &Out, action: &str, what: &str) {
-    out.assert_exact(4, "", &format!("{action}: not implemented yet\n"), what);
-}
-
 #[test]
 fn every_datastore_action_every_way_every_mode() {
     let i = Install::new();
@@ -236,9 +231,34 @@ fn every_datastore_action_every_way_every_mode() {
     assert_eq!(runs, DS_ACTIONS.len() * 3 * 3);
 }
 
+/// An install whose ssh and OpenNebula lookups fail at once (`/bin/false`): TM actions run
+/// past validation and fail cleanly without any network.
+fn offline_install(extra: &str) -> Install {
+    Install::with_config(&format!(
+        "ssh_command = [\"/bin/false\"]\nonevm_command = [\"/bin/false\"]\nonedatastore_command = [\"/bin/false\"]\n{extra}"
+    ))
+}
+
+/// A valid TM call on [`offline_install`] reached its action: exit 1 (a host or OpenNebula
+/// could not be reached) or 4 (the traces' image SOURCEs are another driver's), nothing on
+/// stdout, the last stderr line naming the action; `monitor_ds` of a datastore directory
+/// that does not exist prints nothing and succeeds.
+fn tm_reached(out: &Out, action: &str, what: &str) {
+    if action == "monitor_ds" {
+        out.assert_exact(0, "", "", what);
+        return;
+    }
+    let err = out.stderr_text();
+    let last = err.lines().last().unwrap_or_default();
+    assert!(out.stdout.is_empty(), "{what}");
+    assert!([1, 4].contains(&out.code), "{what}: {err}");
+    assert!(last.starts_with(&format!("{action}: ")), "{what}: {err}");
+    assert!(!last.contains("not implemented yet"), "{what}: {err}");
+}
+
 #[test]
 fn every_tm_action_every_way() {
-    let i = Install::new();
+    let i = offline_install("");
     let calls = valid_tm_calls();
     let mut covered: Vec<&str> = calls.iter().map(|c| c.0).collect();
     covered.sort();
@@ -246,17 +266,21 @@ fn every_tm_action_every_way() {
     all.sort();
     assert_eq!(covered, all, "a TM action has no valid call here");
     for (action, args, stdin) in &calls {
+        let mut codes = Vec::new();
         for via in Via::ALL {
             let out = i.run(via, Kind::Tm, action, args, stdin);
-            not_implemented(&out, action, &format!("{via:?} {action} {args:?}"));
+            tm_reached(&out, action, &format!("{via:?} {action} {args:?}"));
+            codes.push(out.code);
         }
+        codes.dedup();
+        assert_eq!(codes.len(), 1, "{action}: the three ways differ");
     }
 }
 
 #[test]
 fn tm_suffix_selects_the_action() {
     // Mixed mode: oned runs `<tm>/clone.<system tm>` when it exists.
-    let i = Install::new();
+    let i = offline_install("");
     let (_, args, _) = valid_tm_calls()
         .into_iter()
         .find(|c| c.0 == "clone")
@@ -272,7 +296,11 @@ fn tm_suffix_selects_the_action() {
         i.entry(Kind::Tm, "clone.fs_lvm_ssh"),
         i.symlink(Kind::Tm, "clone.ssh"),
     ] {
-        not_implemented(&i.exec(&program, &args, b""), "clone", "suffix");
+        i.exec(&program, &args, b"").assert_fails_with(
+            4,
+            "clone: image SOURCE \"vm:/var/lib/one/datastores/100/rec-img-0\" is not a bsud image (<host>:vg-one-<ds>/img-one-<id>)",
+            "suffix",
+        );
     }
 }
 
@@ -757,11 +785,17 @@ fn error_markers_wrap_the_message_when_configured() {
             "ERROR MESSAGE --8<------\ncp: driver message is not valid base64: '!' at offset 0\nERROR MESSAGE ------>8--\n",
             &format!("{via:?}"),
         );
-        let (_, args, stdin) = valid_tm_calls().into_iter().find(|c| c.0 == "mv").unwrap();
-        i.run(via, Kind::Tm, "mv", &args, &stdin).assert_exact(
+        let args = [
+            "10",
+            "qcow2",
+            "h:/var/lib/one//datastores/101/0/disk.2",
+            "0",
+            "101",
+        ];
+        i.run(via, Kind::Tm, "mkimage", &args, b"").assert_exact(
             4,
             "",
-            "ERROR MESSAGE --8<------\nmv: not implemented yet\nERROR MESSAGE ------>8--\n",
+            "ERROR MESSAGE --8<------\nmkimage: volatile disks are raw LVs; FORMAT qcow2 is not supported (set DRIVER=raw)\nERROR MESSAGE ------>8--\n",
             &format!("{via:?}"),
         );
     }

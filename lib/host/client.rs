@@ -104,7 +104,20 @@ impl HostClient {
 
     /// Runs `req` on `host` and parses its answer.
     pub fn call<R: Request>(&self, host: &str, req: &R) -> anyhow::Result<R::Response> {
-        let cmd = self.command(host, req)?;
+        self.run::<R>(host, self.command(host, req)?)
+    }
+
+    /// Runs `req` on `host` with `stdin` as its input (a file to write) and parses its answer.
+    pub fn call_with_stdin<R: Request>(
+        &self,
+        host: &str,
+        req: &R,
+        stdin: Vec<u8>,
+    ) -> anyhow::Result<R::Response> {
+        self.run::<R>(host, self.command(host, req)?.stdin_bytes(stdin))
+    }
+
+    fn run<R: Request>(&self, host: &str, cmd: Cmd) -> anyhow::Result<R::Response> {
         let op = R::OP;
         let out = match exec::output(&cmd) {
             Ok(o) => o,

@@ -102,7 +102,7 @@ fn refuse_chars(s: &str, what: &str, allowed: fn(char) -> bool) -> anyhow::Resul
 }
 
 /// Normalises an absolute path; refuses `..` and any character outside [`is_path_char`].
-fn checked_path(p: &str, what: &str) -> anyhow::Result<String> {
+pub(crate) fn checked_path(p: &str, what: &str) -> anyhow::Result<String> {
     refuse_chars(p, &format!("{what} path"), is_path_char)?;
     if !p.starts_with('/') {
         return Err(bad(format!("{what} path {p:?} is not absolute")));

@@ -56,6 +56,8 @@ pub struct VmXml {
     pub state: Option<i64>,
     /// LCM_STATE.
     pub lcm_state: Option<i64>,
+    /// DEPLOY_ID (the hypervisor's name for the VM, `one-<id>` on KVM).
+    pub deploy_id: Option<String>,
     /// Disks (CONTEXT excluded).
     pub disks: Vec<VmDisk>,
     /// History records, oldest first.
@@ -118,6 +120,10 @@ impl VmXml {
             id,
             state: int(&root, "STATE"),
             lcm_state: int(&root, "LCM_STATE"),
+            deploy_id: root
+                .child_text("DEPLOY_ID")
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
             disks,
             history,
             raw: xml.to_string(),

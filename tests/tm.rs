@@ -1,0 +1,1525 @@
+//! The transfer manager on the testbed (bsud-sim cloud, hosts kvm1 and kvm2 with real LVM,
+//! the frontend): every TM action run through the real `remotes/tm/bsud/<action>` entry of an
+//! install, argument for argument as oned sends them (shapes of the recorded non-shared
+//! traces, tests/fixtures/oned-traces-nonshared), one `lifecycle_*` test per event sequence of
+//! the reference §5, and `tm_*` tests for crashes, failures, hostile input and monitoring.
+//! At each step every disk's bytes are compared with what the test wrote (patterns written
+//! through lvfs); at the end no LV, no BSU and no file of the VM is left.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use bsud::actions::Ctx;
+use bsud::cloud::{Cloud, VolumeFilter};
+use bsud::config::{Config, Env};
+use bsud::drive::storage::Storage;
+use bsud::host::client::HostClient;
+use bsud::sim::one::{b64, DatastoreSpec, DiskSpec, VmSpec};
+use bsud::sim::testbed::{Testbed, TestbedOpts};
+use support::{Install, Kind};
+
+const FE: &str = "frontend";
+/// oned's DATASTORE_LOCATION, double slash included.
+const DSL: &str = "/var/lib/one//datastores";
+const MIB: usize = 1 << 20;
+const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What a run did; `code` is None when a signal killed it (crash points).
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// The testbed, an install of the driver and the frontend's library view.
+struct Bed {
+    started: std::time::Instant,
+    tb: Testbed,
+    install: Install,
+    config: PathBuf,
+    ctx: Ctx,
+}
+
+fn pattern(seed: u8, n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|i| {
+            (i as u8)
+                .wrapping_mul(29)
+                .wrapping_add(seed ^ (i >> 12) as u8)
+        })
+        .collect()
+}
+
+/// Where two buffers first differ (for failure messages).
+fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
+    a.iter().zip(b).position(|(x, y)| x != y)
+}
+
+impl Bed {
+    fn new() -> Bed {
+        let mut o = TestbedOpts::new(
+            env!("CARGO_BIN_EXE_bsud-sim"),
+            env!("CARGO_BIN_EXE_one-bsud"),
+        );
+        o.serve_args = [
+            "--create-delay-ms",
+            "5",
+            "--attach-delay-ms",
+            "5",
+            "--detach-delay-ms",
+            "5",
+            "--delete-delay-ms",
+            "5",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let tb = Testbed::start(o).expect("testbed starts");
+        let install = Install::new();
+        // The testbed's configuration plus where the other transfer managers live.
+        let text = std::fs::read_to_string(tb.config_path()).unwrap();
+        let config = tb.dir().join("bsud-tm.toml");
+        std::fs::write(
+            &config,
+            format!("remotes_dir = {:?}\n{text}", install.path("remotes")),
+        )
+        .unwrap();
+        let small = |d: DatastoreSpec| {
+            d.attr("BSUD_MIN_VOLUME_GIB", "1")
+                .attr("BSUD_HEADROOM_GIB", "0")
+        };
+        tb.put_datastore(&small(DatastoreSpec::image(100)).attr("BSUD_IMAGE_HOST", "kvm1"))
+            .unwrap();
+        tb.put_datastore(&small(DatastoreSpec::system(101)))
+            .unwrap();
+        tb.put_datastore(&small(DatastoreSpec::system(102)))
+            .unwrap();
+        let mut env = tb.env();
+        env.push(("BSUD_CONFIG".into(), config.to_string_lossy().into_owned()));
+        let ctx = Ctx::new(
+            Config::load(&Env::from_pairs(env.clone())).unwrap(),
+            Env::from_pairs(env),
+        );
+        Bed {
+            started: std::time::Instant::now(),
+            tb,
+            install,
+            config,
+            ctx,
+        }
+    }
+
+    fn storage(&self) -> Storage<'_> {
+        let mut s = Storage::new(&self.ctx);
+        s.hosts =
+            HostClient::new(&self.ctx.config).with_local_exe(env!("CARGO_BIN_EXE_one-bsud").into());
+        s
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        let mut env = self.tb.env();
+        env.push(("PATH".into(), PATH.into()));
+        env.push((
+            "BSUD_CONFIG".into(),
+            self.config.to_string_lossy().into_owned(),
+        ));
+        env
+    }
+
+    fn exec(&self, program: &Path, args: &[&str], stdin: &[u8], env: &[(String, String)]) -> Run {
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut pipe = child.stdin.take().unwrap();
+        let data = stdin.to_vec();
+        let w = std::thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut pipe, &data);
+        });
+        let out = child.wait_with_output().unwrap();
+        w.join().unwrap();
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// The entry one_tm runs for `ACTION[.suffix]`: `<action>.<suffix>` when it exists, else
+    /// `<action>`.
+    fn entry(&self, action: &str) -> PathBuf {
+        let lower = action.to_ascii_lowercase();
+        let exact = self.install.entry(Kind::Tm, &lower);
+        if exact.exists() {
+            return exact;
+        }
+        let base = lower.split_once('.').map(|(b, _)| b).unwrap_or(&lower);
+        self.install.entry(Kind::Tm, base)
+    }
+
+    /// Runs one transfer line (`ACTION tm args…`) with extra environment.
+    fn line_env(&self, line: &str, stdin: &[u8], extra: &[(&str, &str)]) -> Run {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words[1], "bsud", "{line}");
+        let mut env = self.env();
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self.exec(&self.entry(words[0]), &words[2..], stdin, &env)
+    }
+
+    /// Runs a transfer line that must succeed.
+    #[track_caller]
+    fn ok(&self, line: &str) {
+        self.ok_stdin(line, b"")
+    }
+
+    #[track_caller]
+    fn ok_stdin(&self, line: &str, stdin: &[u8]) {
+        let r = self.line_env(line, stdin, &[]);
+        assert_eq!(r.code, Some(0), "{line}\n{}", r.stderr);
+        assert_eq!(r.stdout, "", "{line}: TM actions print nothing");
+    }
+
+    /// Runs every line.
+    #[track_caller]
+    fn all(&self, lines: &[String]) {
+        for l in lines {
+            self.ok(l);
+        }
+    }
+
+    /// Creates image LV `img-one-<id>` of `mib` MiB on kvm1's drive of datastore 100, full of a
+    /// pattern, as the datastore driver would leave it; returns its content.
+    fn image(&self, id: i64, mib: usize, seed: u8) -> Vec<u8> {
+        let st = self.storage();
+        let d = st.drive_by_id("kvm1", 100).unwrap();
+        let lv = format!("img-one-{id}");
+        st.allocate(
+            &d,
+            &lv,
+            (mib * MIB) as u64,
+            &[&format!("one.image={id}"), "one.bsud.state=ready"],
+        )
+        .unwrap();
+        let data = pattern(seed, mib * MIB);
+        self.write_file(&self.lv_file("kvm1", 100, &lv), 0, &data);
+        data
+    }
+
+    /// Removes an image LV as the datastore driver's rm would.
+    fn remove_image(&self, id: i64) {
+        let st = self.storage();
+        let d = st.drive_by_id("kvm1", 100).unwrap();
+        st.remove(&d, &format!("img-one-{id}")).unwrap();
+        // Snapshots saved with persistent images.
+        for lv in self.lvs("kvm1") {
+            if lv.1.starts_with(&format!("img-one-{id}-snap-")) {
+                st.remove(&d, &lv.1).unwrap();
+            }
+        }
+    }
+
+    fn root(&self, host: &str) -> PathBuf {
+        if host == FE {
+            self.tb.frontend().root().to_path_buf()
+        } else {
+            self.tb.host(host).unwrap().view.root().to_path_buf()
+        }
+    }
+
+    /// A path oned names, on `host`.
+    fn path(&self, host: &str, p: &str) -> PathBuf {
+        self.root(host)
+            .join(bsud::one::normalize_path(p).trim_start_matches('/'))
+    }
+
+    fn lv_file(&self, host: &str, ds: i64, lv: &str) -> PathBuf {
+        self.tb
+            .host(host)
+            .unwrap()
+            .view
+            .lv_dir()
+            .join(format!("vg-one-{ds}"))
+            .join(lv)
+    }
+
+    fn write_file(&self, p: &Path, off: u64, data: &[u8]) {
+        let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+        f.write_all_at(data, off).unwrap();
+        f.sync_all().unwrap();
+    }
+
+    /// (vg, lv, tags) of every LV on `host`.
+    fn lvs(&self, host: &str) -> Vec<(String, String, String)> {
+        let out = bsud::exec::run(&self.tb.host(host).unwrap().view.cmd("lvs").args([
+            "--noheadings",
+            "--separator",
+            "|",
+            "-o",
+            "vg_name,lv_name,lv_tags",
+        ]))
+        .unwrap();
+        out.stdout_str()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let p: Vec<&str> = l.trim().split('|').collect();
+                (
+                    p[0].into(),
+                    p[1].into(),
+                    p.get(2).unwrap_or(&"").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// LV names of VM `vm` on `host`.
+    fn vm_lvs(&self, host: &str, vm: i64) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .lvs(host)
+            .into_iter()
+            .filter(|l| l.1.starts_with(&format!("lv-one-{vm}-")))
+            .map(|l| format!("{}/{}", l.0, l.1))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn volumes(&self) -> Vec<bsud::cloud::Volume> {
+        let c =
+            bsud::cloud::outscale::OutscaleCloud::new(&self.ctx.config.cloud.resolve().unwrap())
+                .unwrap();
+        // Ours only: every host VM also has its root volume.
+        c.find_volumes(&VolumeFilter {
+            tag_keys: vec![bsud::drive::naming::TAG_DRIVE.into()],
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    fn put_vm(&self, vm: &VmSpec) {
+        self.tb.put_vm(vm).unwrap();
+    }
+
+    /// Writes the VM's context.sh on the frontend.
+    fn context_file(&self, vm: i64) -> String {
+        let p = format!("/var/lib/one/vms/{vm}/context.sh");
+        let f = self.path(FE, &p);
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(
+            &f,
+            format!("# Context variables\nVMID='{vm}'\nHOSTNAME='vm-{vm}'\n"),
+        )
+        .unwrap();
+        p
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        if std::env::var_os("TM_TIMING").is_some() {
+            eprintln!(
+                "TIMING {}: {:.1}s",
+                std::thread::current().name().unwrap_or("?"),
+                self.started.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+
+/// A transfer line `ACTION bsud <target> <rest>`.
+fn tl(action: &str, target: String, rest: &str) -> String {
+    format!("{action} bsud {target} {rest}")
+}
+
+/// `host:<DSL>/<ds>/<vm>/disk.<n>`.
+fn dk(host: &str, ds: i64, vm: i64, n: u32) -> String {
+    format!("{host}:{DSL}/{ds}/{vm}/disk.{n}")
+}
+
+/// `host:<DSL>/<ds>/<vm>`.
+fn dir(host: &str, ds: i64, vm: i64) -> String {
+    format!("{host}:{DSL}/{ds}/{vm}")
+}
+
+/// A VM's disks as the test knows them: expected bytes by disk id.
+struct Model {
+    vm: i64,
+    disks: BTreeMap<u32, Vec<u8>>,
+}
+
+impl Model {
+    /// Reads every disk of the VM where oned placed it (through `disk.N`) and records it as
+    /// the expected content (after deploy: images and fresh file systems).
+    fn capture(bed: &Bed, host: &str, ds: i64, vm: i64, ids: &[u32]) -> Model {
+        let mut disks = BTreeMap::new();
+        for &n in ids {
+            disks.insert(n, read_disk(bed, host, ds, vm, n));
+        }
+        Model { vm, disks }
+    }
+
+    /// Writes a pattern into disk `n` (through its link) and into the model.
+    fn write(
+        &mut self,
+        bed: &Bed,
+        (host, ds): (&str, i64),
+        n: u32,
+        off: usize,
+        len: usize,
+        seed: u8,
+    ) {
+        let data = pattern(seed, len);
+        bed.write_file(
+            &bed.path(host, &disk_path(ds, self.vm, n)),
+            off as u64,
+            &data,
+        );
+        let e = self.disks.get_mut(&n).unwrap();
+        e[off..off + len].copy_from_slice(&data);
+    }
+
+    /// Every disk on `host` equals the model.
+    #[track_caller]
+    fn check(&self, bed: &Bed, host: &str, ds: i64, what: &str) {
+        for (n, want) in &self.disks {
+            let got = read_disk(bed, host, ds, self.vm, *n);
+            assert_eq!(got.len(), want.len(), "{what}: disk.{n} size");
+            assert!(
+                got == *want,
+                "{what}: disk.{n} content differs at byte {:?}",
+                first_difference(&got, want)
+            );
+        }
+    }
+}
+
+fn disk_path(ds: i64, vm: i64, n: u32) -> String {
+    format!("{DSL}/{ds}/{vm}/disk.{n}")
+}
+
+fn read_disk(bed: &Bed, host: &str, ds: i64, vm: i64, n: u32) -> Vec<u8> {
+    let p = bed.path(host, &disk_path(ds, vm, n));
+    let md = std::fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    assert!(md.file_type().is_symlink(), "{} is not a link", p.display());
+    std::fs::read(&p).unwrap()
+}
+
+fn blkid(p: &Path) -> String {
+    let out = Command::new("blkid")
+        .args(["-p", "-o", "value", "-s", "TYPE"])
+        .arg(p)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The main VM of the traces: persistent image 2 (disk 0), non-persistent image 0 (disk 1,
+/// grown to 24 MiB), volatile ext4 (disk 2), swap (disk 3), context (disk 4).
+fn main_vm(id: i64, history: &[(&str, i64)]) -> VmSpec {
+    VmSpec {
+        id,
+        state: 3,
+        lcm_state: 3,
+        disks: vec![
+            DiskSpec::image(0, 2, 100, "kvm1:vg-one-100/img-one-2", 16, true),
+            DiskSpec::image(1, 0, 100, "kvm1:vg-one-100/img-one-0", 24, false),
+            DiskSpec::volatile(2, "fs", 32, Some("ext4")),
+            DiskSpec::volatile(3, "swap", 16, None),
+        ],
+        history: history.iter().map(|(h, d)| (h.to_string(), *d)).collect(),
+    }
+}
+
+/// The prolog of the main VM on `host`/`ds` (transfer.0.prolog) and its CONTEXT line.
+fn deploy_lines(bed: &Bed, vm: i64, host: &str, ds: i64) -> Vec<String> {
+    let ctx = bed.context_file(vm);
+    vec![
+        format!(
+            "LN bsud kvm1:vg-one-100/img-one-2 {} {vm} 100",
+            dk(host, ds, vm, 0)
+        ),
+        format!(
+            "CLONE bsud kvm1:vg-one-100/img-one-0 {} {vm} 100",
+            dk(host, ds, vm, 1)
+        ),
+        format!("MKIMAGE bsud 32 raw {} {vm} {ds}", dk(host, ds, vm, 2)),
+        format!("MKSWAP bsud 16 {} {vm} {ds}", dk(host, ds, vm, 3)),
+        format!("CONTEXT bsud {ctx} {} {vm} {ds}", dk(host, ds, vm, 4)),
+    ]
+}
+
+/// `MV` of every disk and then the directory (stop, undeploy, resume, cold migration).
+fn mv_lines(vm: i64, from: (&str, i64), to: (&str, i64)) -> Vec<String> {
+    let mut v = Vec::new();
+    for n in 0..4u32 {
+        let ds = if n < 2 { 100 } else { to.1 };
+        v.push(format!(
+            "MV bsud {} {} {vm} {ds}",
+            dk(from.0, from.1, vm, n),
+            dk(to.0, to.1, vm, n)
+        ));
+    }
+    v.push(format!(
+        "MV bsud {} {} {vm} {}",
+        dir(from.0, from.1, vm),
+        dir(to.0, to.1, vm),
+        to.1
+    ));
+    v
+}
+
+/// The epilog (terminate): persistent disk saved, the rest deleted, then the directory.
+fn terminate_lines(vm: i64, host: &str, ds: i64) -> Vec<String> {
+    vec![
+        format!(
+            "MVDS bsud {} kvm1:vg-one-100/img-one-2 {vm} 100",
+            dk(host, ds, vm, 0)
+        ),
+        format!("DELETE bsud {} {vm} 100", dk(host, ds, vm, 1)),
+        format!("DELETE bsud {} {vm} {ds}", dk(host, ds, vm, 2)),
+        format!("DELETE bsud {} {vm} {ds}", dk(host, ds, vm, 3)),
+        format!("DELETE bsud {} {vm} {ds}", dir(host, ds, vm)),
+    ]
+}
+
+/// Images 0 and 2 (16 MiB each) and the main VM deployed on `host`/`ds`, with data written
+/// into every disk; returns the model (expected contents) and image 2's content.
+fn deployed(bed: &Bed, vm: i64, host: &str, ds: i64) -> Model {
+    bed.image(0, 16, 1);
+    bed.image(2, 16, 2);
+    bed.put_vm(&main_vm(vm, &[(host, ds)]));
+    bed.all(&deploy_lines(bed, vm, host, ds));
+    let mut m = Model::capture(bed, host, ds, vm, &[0, 1, 2, 3]);
+    assert_eq!(m.disks[&0].len(), 16 * MIB);
+    assert_eq!(m.disks[&1].len(), 24 * MIB);
+    assert_eq!(m.disks[&0], pattern(2, 16 * MIB), "ln copies image 2");
+    assert_eq!(
+        &m.disks[&1][..16 * MIB],
+        &pattern(1, 16 * MIB)[..],
+        "clone copies image 0"
+    );
+    assert!(
+        m.disks[&1][16 * MIB..].iter().all(|b| *b == 0),
+        "the grown tail reads zeros"
+    );
+    let p = |n| bed.path(host, &disk_path(ds, vm, n));
+    assert_eq!(blkid(&p(2)), "ext4");
+    assert_eq!(blkid(&p(3)), "swap");
+    check_context(bed, host, ds, vm);
+    m.write(bed, (host, ds), 0, 3 * MIB, MIB, 10);
+    m.write(bed, (host, ds), 1, 20 * MIB, 2 * MIB, 11);
+    m.write(bed, (host, ds), 2, 30 * MIB, MIB, 12);
+    m.write(bed, (host, ds), 3, 8 * MIB, MIB, 13);
+    m.check(bed, host, ds, "after deploy");
+    m
+}
+
+fn check_context(bed: &Bed, host: &str, ds: i64, vm: i64) {
+    let p = bed.path(host, &disk_path(ds, vm, 4));
+    let md = std::fs::symlink_metadata(&p).unwrap();
+    assert!(md.file_type().is_file(), "context disk is a regular file");
+    let iso = std::fs::read(&p).unwrap();
+    assert_eq!(&iso[0x8028..0x802F], b"CONTEXT");
+    assert!(String::from_utf8_lossy(&iso).contains(&format!("VMID='{vm}'")));
+}
+
+/// Nothing of VM `vm` is left: no LV on any host, no directory anywhere.
+#[track_caller]
+fn assert_vm_gone(bed: &Bed, vm: i64) {
+    for h in ["kvm1", "kvm2"] {
+        assert_eq!(
+            bed.vm_lvs(h, vm),
+            Vec::<String>::new(),
+            "LVs of VM {vm} left on {h}"
+        );
+    }
+    for h in ["kvm1", "kvm2", FE] {
+        for ds in [101, 102] {
+            let d = bed.path(h, &format!("{DSL}/{ds}/{vm}"));
+            assert!(!d.exists(), "{} left", d.display());
+        }
+    }
+}
+
+/// After the images are removed too: no LV, no BSU, no VM file anywhere (a datastore
+/// directory keeps only its `.monitor`).
+#[track_caller]
+fn assert_nothing_left(bed: &Bed) {
+    for h in ["kvm1", "kvm2"] {
+        assert_eq!(
+            bed.lvs(h),
+            Vec::<(String, String, String)>::new(),
+            "LVs left on {h}"
+        );
+    }
+    let vols = bed.volumes();
+    assert!(
+        vols.is_empty(),
+        "BSU volumes left: {:?}",
+        vols.iter().map(|v| (&v.id, &v.tags)).collect::<Vec<_>>()
+    );
+    for h in ["kvm1", "kvm2", FE] {
+        let root = bed.path(h, DSL);
+        if let Ok(rd) = std::fs::read_dir(&root) {
+            for ds in rd {
+                let ds = ds.unwrap().path();
+                let left: Vec<String> = std::fs::read_dir(&ds)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|n| n != ".monitor")
+                    .collect();
+                assert!(left.is_empty(), "{}: {left:?} left", ds.display());
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lifecycles (reference §5)
+
+/// Deploy, poweroff (no TM call), resume from poweroff (CONTEXT again), terminate from
+/// RUNNING: the persistent disk is saved into its image, everything else removed, drives
+/// shrunk to nothing once the images go.
+#[test]
+fn lifecycle_deploy_poweroff_terminate() {
+    let bed = Bed::new();
+    let m = deployed(&bed, 0, "kvm1", 101);
+    // Poweroff calls no TM action; resume re-runs CONTEXT only.
+    let ctx = bed.context_file(0);
+    bed.ok(&format!(
+        "CONTEXT bsud {ctx} {} 0 101",
+        dk("kvm1", 101, 0, 4)
+    ));
+    m.check(&bed, "kvm1", 101, "after resume from poweroff");
+    bed.all(&terminate_lines(0, "kvm1", 101));
+    assert_vm_gone(&bed, 0);
+    // Image 2 holds what the VM wrote on its persistent disk.
+    let img = std::fs::read(bed.lv_file("kvm1", 100, "img-one-2")).unwrap();
+    assert!(img == m.disks[&0], "persistent disk saved into image 2");
+    bed.remove_image(0);
+    bed.remove_image(2);
+    assert_nothing_left(&bed);
+}
+
+/// Stop (VMM save writes a checkpoint) → the disks stay on kvm1's drive, parked; the
+/// directory with its checkpoint moves to the frontend; resume on the same host re-links.
+#[test]
+fn lifecycle_stop_resume() {
+    let bed = Bed::new();
+    let m = deployed(&bed, 0, "kvm1", 101);
+    let ckpt = bed.path("kvm1", &format!("{DSL}/101/0/checkpoint"));
+    std::fs::write(&ckpt, pattern(5, 3 * MIB)).unwrap();
+    let lvs_before = bed.vm_lvs("kvm1", 0);
+    bed.all(&mv_lines(0, ("kvm1", 101), (FE, 101)));
+    // Parked: LVs untouched on kvm1, markers and checkpoint on the frontend, host dir gone.
+    assert_eq!(bed.vm_lvs("kvm1", 0), lvs_before);
+    assert!(!bed.path("kvm1", &format!("{DSL}/101/0")).exists());
+    let marker = std::fs::read_to_string(bed.path(FE, &disk_path(101, 0, 1))).unwrap();
+    assert!(
+        marker.contains("\"host\":\"kvm1\"") && marker.contains("lv-one-0-1"),
+        "{marker}"
+    );
+    assert_eq!(
+        std::fs::read(bed.path(FE, &format!("{DSL}/101/0/checkpoint"))).unwrap(),
+        pattern(5, 3 * MIB)
+    );
+    // Resume on the same host.
+    bed.all(&mv_lines(0, (FE, 101), ("kvm1", 101)));
+    let ctx = bed.context_file(0);
+    bed.ok(&format!(
+        "CONTEXT bsud {ctx} {} 0 101",
+        dk("kvm1", 101, 0, 4)
+    ));
+    assert!(!bed.path(FE, &format!("{DSL}/101/0")).exists());
+    assert_eq!(std::fs::read(&ckpt).unwrap(), pattern(5, 3 * MIB));
+    m.check(&bed, "kvm1", 101, "after resume");
+    assert_eq!(
+        bed.vm_lvs("kvm1", 0),
+        lvs_before,
+        "resume in place copies nothing"
+    );
+    bed.all(&terminate_lines(0, "kvm1", 101));
+    assert_vm_gone(&bed, 0);
+}
+
+/// Undeploy from kvm1/101, resume on kvm2 in system datastore 102: the disks move host to
+/// host at resume; then stop again and resume back on kvm1/101.
+#[test]
+fn lifecycle_undeploy_resume_on_other_host_and_datastore() {
+    let bed = Bed::new();
+    let mut m = deployed(&bed, 0, "kvm1", 101);
+    bed.all(&mv_lines(0, ("kvm1", 101), (FE, 101)));
+    bed.put_vm(&main_vm(0, &[("kvm1", 101), ("kvm2", 102)]));
+    bed.all(&mv_lines(0, (FE, 101), ("kvm2", 102)));
+    let ctx = bed.context_file(0);
+    bed.ok(&format!(
+        "CONTEXT bsud {ctx} {} 0 102",
+        dk("kvm2", 102, 0, 4)
+    ));
+    m.check(&bed, "kvm2", 102, "resumed on kvm2/102");
+    assert_eq!(
+        bed.vm_lvs("kvm1", 0),
+        Vec::<String>::new(),
+        "moved, not copied"
+    );
+    assert_eq!(bed.vm_lvs("kvm2", 0).len(), 4);
+    assert!(!bed.path(FE, &format!("{DSL}/101/0")).exists());
+    m.write(&bed, ("kvm2", 102), 1, 0, MIB, 21);
+    // Stop on kvm2/102, resume on kvm1/101.
+    bed.all(&mv_lines(0, ("kvm2", 102), (FE, 102)));
+    bed.put_vm(&main_vm(0, &[("kvm1", 101), ("kvm2", 102), ("kvm1", 101)]));
+    bed.all(&mv_lines(0, (FE, 102), ("kvm1", 101)));
+    m.check(&bed, "kvm1", 101, "back on kvm1/101");
+    bed.all(&terminate_lines(0, "kvm1", 101));
+    assert_vm_gone(&bed, 0);
+}
+
+/// Cold migration kvm1 → kvm2 (same system datastore), then on kvm2 into datastore 102:
+/// copies verified, sources removed, checkpoint moved.
+#[test]
+fn lifecycle_cold_migrate() {
+    let bed = Bed::new();
+    let mut m = deployed(&bed, 0, "kvm1", 101);
+    std::fs::write(bed.path("kvm1", &format!("{DSL}/101/0/checkpoint")), b"ram").unwrap();
+    for (i, (from, to)) in [
+        (("kvm1", 101), ("kvm2", 101)),
+        (("kvm2", 101), ("kvm2", 102)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        bed.all(&mv_lines(0, from, to));
+        let ctx = bed.context_file(0);
+        bed.ok(&format!(
+            "CONTEXT bsud {ctx} {} 0 {}",
+            dk(to.0, to.1, 0, 4),
+            to.1
+        ));
+        m.check(&bed, to.0, to.1, &format!("migration {i}"));
+        assert_eq!(
+            std::fs::read(bed.path(to.0, &format!("{DSL}/{}/0/checkpoint", to.1))).unwrap(),
+            b"ram"
+        );
+        assert!(!bed.path(from.0, &format!("{DSL}/{}/0", from.1)).exists());
+        let left: Vec<String> = bed
+            .vm_lvs(from.0, 0)
+            .into_iter()
+            .filter(|l| l.starts_with(&format!("vg-one-{}/", from.1)))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "migration {i}: {left:?} left on {}",
+            from.0
+        );
+        m.write(&bed, to, 0, i * MIB, 4096, 30 + i as u8);
+    }
+    bed.all(&terminate_lines(0, "kvm2", 102));
+    assert_vm_gone(&bed, 0);
+}
+
+/// Live migration kvm1 → kvm2: premigrate makes the destination LVs (zeros, as libvirt's
+/// storage copy expects them) and links; postmigrate removes the source. A failed attempt
+/// back: failmigrate removes what premigrate made. Disks of another TM get its scripts with
+/// the 6th argument `bsud`.
+#[test]
+fn lifecycle_live_migrate() {
+    let bed = Bed::new();
+    let m = deployed(&bed, 0, "kvm1", 101);
+    // A snapshot travels with its disk.
+    bed.ok(&tl("SNAP_CREATE_LIVE", dk("kvm1", 101, 0, 1), "0 0 100"));
+    // Another transfer manager's disk: its premigrate/postmigrate record their calls.
+    let other = bed.install.path("remotes/tm/othertm");
+    std::fs::create_dir_all(&other).unwrap();
+    let log = bed.tb.dir().join("othertm.log");
+    for a in ["premigrate", "postmigrate", "failmigrate"] {
+        let script = other.join(a);
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho \"{a} $*\" >> {0}\ncat >> {0}\necho >> {0}\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+    let mut spec = main_vm(0, &[("kvm1", 101)]);
+    spec.disks.push(
+        DiskSpec::image(5, 9, 200, "/var/lib/one/datastores/200/abc", 8, false)
+            .attr("TM_MAD", "othertm"),
+    );
+    let stdin = b64(&spec.xml());
+    let args = format!("kvm1 kvm2 {DSL}/101/0 0 101");
+    bed.ok_stdin(&format!("PREMIGRATE bsud {args}"), stdin.as_bytes());
+    // The destination has every disk (zeros) and the context; the source is untouched.
+    for n in 0..4u32 {
+        let got = read_disk(&bed, "kvm2", 101, 0, n);
+        assert_eq!(got.len(), m.disks[&n].len());
+        assert!(got.iter().all(|b| *b == 0), "disk.{n} on kvm2 is fresh");
+    }
+    check_context(&bed, "kvm2", 101, 0);
+    assert!(bed
+        .vm_lvs("kvm2", 0)
+        .contains(&"vg-one-101/lv-one-0-1-snap-0".to_string()));
+    m.check(&bed, "kvm1", 101, "source during migration");
+    // libvirt copies the storage: simulate it.
+    for (n, want) in &m.disks {
+        bed.write_file(&bed.path("kvm2", &disk_path(101, 0, *n)), 0, want);
+    }
+    bed.ok_stdin(&format!("POSTMIGRATE bsud {args}"), stdin.as_bytes());
+    m.check(&bed, "kvm2", 101, "after live migration");
+    assert_eq!(bed.vm_lvs("kvm1", 0), Vec::<String>::new());
+    assert!(!bed.path("kvm1", &format!("{DSL}/101/0")).exists());
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        calls.contains(&format!(
+            "premigrate {} bsud\n{stdin}\n",
+            args.replace("//", "/")
+        )),
+        "{calls}"
+    );
+    assert!(calls.contains("postmigrate kvm1 kvm2"), "{calls}");
+
+    // A failed migration back: failmigrate undoes premigrate on kvm1.
+    let back = format!("kvm2 kvm1 {DSL}/101/0 0 101");
+    bed.ok_stdin(&format!("PREMIGRATE bsud {back}"), stdin.as_bytes());
+    assert_eq!(bed.vm_lvs("kvm1", 0).len(), 5);
+    bed.ok_stdin(&format!("FAILMIGRATE bsud {back}"), stdin.as_bytes());
+    assert_eq!(bed.vm_lvs("kvm1", 0), Vec::<String>::new());
+    assert!(!bed.path("kvm1", &format!("{DSL}/101/0")).exists());
+    m.check(&bed, "kvm2", 101, "after failed migration");
+    // Called with a 6th argument, we never call other TMs.
+    let before = std::fs::read_to_string(&log).unwrap();
+    assert!(before.contains("failmigrate kvm2 kvm1"), "{before}");
+    bed.ok_stdin(
+        &format!("FAILMIGRATE bsud {back} othertm"),
+        stdin.as_bytes(),
+    );
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), before);
+    bed.ok(&tl("SNAP_DELETE", dk("kvm2", 101, 0, 1), "0 0 100"));
+    bed.all(&terminate_lines(0, "kvm2", 101));
+    assert_vm_gone(&bed, 0);
+}
+
+/// disk-saveas: CPDS of the current state (-1) and of a snapshot, running, then of a
+/// stopped VM (the frontend path, followed through the marker).
+#[test]
+fn lifecycle_disk_saveas() {
+    let bed = Bed::new();
+    let mut m = deployed(&bed, 0, "kvm1", 101);
+    let snap_state = m.disks[&1].clone();
+    bed.ok(&tl("SNAP_CREATE_LIVE", dk("kvm1", 101, 0, 1), "0 0 100"));
+    m.write(&bed, ("kvm1", 101), 1, 0, MIB, 40);
+    // mkfs (FORMAT save_as) reserved images 3 and 4: the DS driver creates their LVs.
+    bed.image(3, 24, 0);
+    bed.ok(&tl(
+        "CPDS",
+        dk("kvm1", 101, 0, 1),
+        "kvm1:vg-one-100/img-one-3 -1 0 100",
+    ));
+    assert!(std::fs::read(bed.lv_file("kvm1", 100, "img-one-3")).unwrap() == m.disks[&1]);
+    // Image 4 does not exist yet: cpds makes it.
+    bed.ok(&tl(
+        "CPDS",
+        dk("kvm1", 101, 0, 1),
+        "kvm1:vg-one-100/img-one-4 0 0 100",
+    ));
+    assert!(std::fs::read(bed.lv_file("kvm1", 100, "img-one-4")).unwrap() == snap_state);
+    // From a stopped VM, with the disk parked on kvm1.
+    bed.all(&mv_lines(0, ("kvm1", 101), (FE, 101)));
+    bed.image(6, 16, 0);
+    bed.ok(&tl(
+        "CPDS",
+        dk(FE, 101, 0, 0),
+        "kvm1:vg-one-100/img-one-6 -1 0 100",
+    ));
+    assert!(std::fs::read(bed.lv_file("kvm1", 100, "img-one-6")).unwrap() == m.disks[&0]);
+    // Terminate from stopped: frontend paths.
+    let fe_term: Vec<String> = terminate_lines(0, FE, 101);
+    bed.all(&fe_term);
+    assert_vm_gone(&bed, 0);
+    for i in [0, 2, 3, 4, 6] {
+        bed.remove_image(i);
+    }
+    assert_nothing_left(&bed);
+}
+
+/// Hot-plug: attach/detach on a RUNNING VM (image lines carry `.bsud`, volatile ones not),
+/// and on a POWEROFF VM (plain lines); a persistent image is written back at detach.
+#[test]
+fn lifecycle_hotplug() {
+    let bed = Bed::new();
+    let _m = deployed(&bed, 0, "kvm1", 101);
+    let img1 = bed.image(1, 8, 7);
+    bed.image(7, 8, 8);
+    let mut spec = main_vm(0, &[("kvm1", 101)]);
+    spec.disks.push(DiskSpec::image(
+        5,
+        1,
+        100,
+        "kvm1:vg-one-100/img-one-1",
+        8,
+        false,
+    ));
+    spec.disks.push(DiskSpec::volatile(6, "fs", 64, None));
+    spec.disks.push(DiskSpec::image(
+        7,
+        7,
+        100,
+        "kvm1:vg-one-100/img-one-7",
+        8,
+        true,
+    ));
+    bed.put_vm(&spec);
+    // RUNNING: TM_COMMAND of the VMM attach.
+    bed.ok(&format!(
+        "CLONE.bsud bsud kvm1:vg-one-100/img-one-1 {} 0 100",
+        dk("kvm1", 101, 0, 5)
+    ));
+    bed.ok(&format!(
+        "MKIMAGE bsud 64 raw {} 0 101",
+        dk("kvm1", 101, 0, 6)
+    ));
+    bed.ok(&format!(
+        "LN.bsud bsud kvm1:vg-one-100/img-one-7 {} 0 100",
+        dk("kvm1", 101, 0, 7)
+    ));
+    assert_eq!(read_disk(&bed, "kvm1", 101, 0, 5), img1);
+    let six = read_disk(&bed, "kvm1", 101, 0, 6);
+    assert!(
+        six.len() == 64 * MIB && six.iter().all(|b| *b == 0),
+        "raw volatile disk reads zeros"
+    );
+    let p7 = bed.path("kvm1", &disk_path(101, 0, 7));
+    bed.write_file(&p7, MIB as u64, &pattern(70, MIB));
+    let seven = read_disk(&bed, "kvm1", 101, 0, 7);
+    // Detach (VMM first, then the TM epilog line).
+    bed.ok(&tl("DELETE.bsud", dk("kvm1", 101, 0, 5), "0 100"));
+    bed.ok(&tl("DELETE", dk("kvm1", 101, 0, 6), "0 101"));
+    bed.ok(&tl(
+        "MVDS.bsud",
+        dk("kvm1", 101, 0, 7),
+        "kvm1:vg-one-100/img-one-7 0 100",
+    ));
+    assert!(std::fs::read(bed.lv_file("kvm1", 100, "img-one-7")).unwrap() == seven);
+    for n in [5, 6, 7] {
+        assert!(!bed.path("kvm1", &disk_path(101, 0, n)).exists());
+    }
+    assert_eq!(bed.vm_lvs("kvm1", 0).len(), 4);
+    // POWEROFF: transfer.N.prolog_attach / epilog_detach.
+    bed.ok(&format!(
+        "CLONE bsud kvm1:vg-one-100/img-one-1 {} 0 100",
+        dk("kvm1", 101, 0, 5)
+    ));
+    bed.ok(&format!(
+        "LN bsud kvm1:vg-one-100/img-one-7 {} 0 100",
+        dk("kvm1", 101, 0, 7)
+    ));
+    assert_eq!(
+        read_disk(&bed, "kvm1", 101, 0, 7),
+        seven,
+        "the saved image comes back"
+    );
+    bed.ok(&tl("DELETE", dk("kvm1", 101, 0, 5), "0 100"));
+    bed.ok(&tl(
+        "MVDS",
+        dk("kvm1", 101, 0, 7),
+        "kvm1:vg-one-100/img-one-7 0 100",
+    ));
+    bed.all(&terminate_lines(0, "kvm1", 101));
+    assert_vm_gone(&bed, 0);
+    for i in [0, 1, 2, 7] {
+        bed.remove_image(i);
+    }
+    assert_nothing_left(&bed);
+}
+
+/// disk-resize of an image disk (running) and a volatile one: the drive grows, data stays,
+/// the new space reads as zeros; a persistent disk grown past its image grows the image at
+/// terminate.
+#[test]
+fn lifecycle_resize() {
+    let bed = Bed::new();
+    let mut m = deployed(&bed, 0, "kvm1", 101);
+    for (n, mb, ds) in [(1u32, 40usize, 100), (2, 48, 101), (0, 40, 100)] {
+        bed.ok(&format!(
+            "RESIZE bsud {} {mb} 0 {ds}",
+            dk("kvm1", 101, 0, n)
+        ));
+        m.disks.get_mut(&n).unwrap().resize(mb * MIB, 0);
+    }
+    m.check(&bed, "kvm1", 101, "after resize");
+    m.write(&bed, ("kvm1", 101), 0, 36 * MIB, MIB, 50);
+    // Undeployed resize goes through the marker.
+    bed.all(&mv_lines(0, ("kvm1", 101), (FE, 101)));
+    bed.ok(&tl("RESIZE", dk(FE, 101, 0, 1), "44 0 100"));
+    m.disks.get_mut(&1).unwrap().resize(44 * MIB, 0);
+    bed.all(&mv_lines(0, (FE, 101), ("kvm1", 101)));
+    m.check(&bed, "kvm1", 101, "after undeployed resize");
+    bed.all(&terminate_lines(0, "kvm1", 101));
+    let img = std::fs::read(bed.lv_file("kvm1", 100, "img-one-2")).unwrap();
+    assert!(img == m.disks[&0], "image 2 grew to the disk and holds it");
+    assert_vm_gone(&bed, 0);
+}
+
+/// Disk snapshots: live creates, delete while running, create in poweroff, revert, delete;
+/// a persistent disk's snapshots are saved with its image at terminate and come back at the
+/// next ln.
+#[test]
+fn lifecycle_snapshots() {
+    let bed = Bed::new();
+    let mut m = deployed(&bed, 0, "kvm1", 101);
+    let s0 = m.disks[&0].clone();
+    bed.ok(&tl("SNAP_CREATE_LIVE", dk("kvm1", 101, 0, 0), "0 0 100"));
+    m.write(&bed, ("kvm1", 101), 0, 0, MIB, 60);
+    let s1 = m.disks[&0].clone();
+    bed.ok(&tl("SNAP_CREATE_LIVE", dk("kvm1", 101, 0, 0), "1 0 100"));
+    bed.ok(&tl("SNAP_DELETE", dk("kvm1", 101, 0, 0), "0 0 100"));
+    m.write(&bed, ("kvm1", 101), 0, 0, MIB, 61);
+    // Poweroff: create 2, revert to 1, delete 2.
+    bed.ok(&tl("SNAP_CREATE", dk("kvm1", 101, 0, 0), "2 0 100"));
+    bed.ok(&tl("SNAP_REVERT", dk("kvm1", 101, 0, 0), "1 0 100"));
+    m.disks.insert(0, s1.clone());
+    m.check(&bed, "kvm1", 101, "after revert");
+    bed.ok(&tl("SNAP_DELETE", dk("kvm1", 101, 0, 0), "2 0 100"));
+    let lvs = bed.vm_lvs("kvm1", 0);
+    assert!(
+        lvs.contains(&"vg-one-101/lv-one-0-0-snap-1".to_string()),
+        "{lvs:?}"
+    );
+    assert!(
+        !lvs.iter()
+            .any(|l| l.ends_with("snap-0") || l.ends_with("snap-2")),
+        "{lvs:?}"
+    );
+    assert_ne!(s0, s1);
+    // Terminate: snapshot 1 goes with image 2; a new VM gets it back.
+    bed.all(&terminate_lines(0, "kvm1", 101));
+    assert_vm_gone(&bed, 0);
+    let img_snaps: Vec<String> = bed
+        .lvs("kvm1")
+        .into_iter()
+        .map(|l| l.1)
+        .filter(|n| n.starts_with("img-one-2-snap-"))
+        .collect();
+    assert_eq!(img_snaps, ["img-one-2-snap-1"]);
+    bed.put_vm(&main_vm(1, &[("kvm2", 101)]));
+    bed.ok(&format!(
+        "LN bsud kvm1:vg-one-100/img-one-2 {} 1 100",
+        dk("kvm2", 101, 1, 0)
+    ));
+    let snap = std::fs::read(bed.lv_file("kvm2", 101, "lv-one-1-0-snap-1")).unwrap();
+    assert!(snap == s1);
+    bed.ok(&tl("SNAP_DELETE", dk("kvm2", 101, 1, 0), "1 1 100"));
+    bed.ok(&tl(
+        "MVDS",
+        dk("kvm2", 101, 1, 0),
+        "kvm1:vg-one-100/img-one-2 1 100",
+    ));
+    bed.ok(&tl("DELETE", dir("kvm2", 101, 1), "1 101"));
+    assert!(
+        !bed.lvs("kvm1")
+            .iter()
+            .any(|l| l.1.starts_with("img-one-2-snap-")),
+        "snapshot deleted by the VM dropped from the image"
+    );
+    assert_vm_gone(&bed, 1);
+}
+
+/// Terminate from STOPPED and from UNDEPLOYED: oned's epilog runs on the frontend paths; the
+/// markers lead to the LVs (OpenNebula #5385, #2981) and nothing is left.
+#[test]
+fn lifecycle_terminate_from_stopped_and_undeployed() {
+    let bed = Bed::new();
+    let m = deployed(&bed, 2, "kvm2", 101);
+    bed.all(&mv_lines(2, ("kvm2", 101), (FE, 101)));
+    bed.all(&terminate_lines(2, FE, 101));
+    let img = std::fs::read(bed.lv_file("kvm1", 100, "img-one-2")).unwrap();
+    assert!(
+        img == m.disks[&0],
+        "persistent disk saved from its parked LV"
+    );
+    assert_vm_gone(&bed, 2);
+    // Undeployed, after the markers of two disks were lost: the VM's history finds them,
+    // and the persistent one is still saved.
+    bed.put_vm(&main_vm(3, &[("kvm2", 101), ("kvm1", 102)]));
+    bed.all(&deploy_lines(&bed, 3, "kvm1", 102));
+    let mut m3 = Model::capture(&bed, "kvm1", 102, 3, &[0]);
+    m3.write(&bed, ("kvm1", 102), 0, 5 * MIB, MIB, 90);
+    bed.all(&mv_lines(3, ("kvm1", 102), (FE, 102)));
+    for n in [0, 1] {
+        std::fs::remove_file(bed.path(FE, &disk_path(102, 3, n))).unwrap();
+    }
+    bed.all(&terminate_lines(3, FE, 102));
+    let img = std::fs::read(bed.lv_file("kvm1", 100, "img-one-2")).unwrap();
+    assert!(
+        img == m3.disks[&0],
+        "persistent disk found through the history and saved"
+    );
+    assert_vm_gone(&bed, 3);
+    for i in [0, 2] {
+        bed.remove_image(i);
+    }
+    assert_nothing_left(&bed);
+}
+
+/// `onevm recover --delete`: DELETE of every disk (the persistent one too: no MVDS) and the
+/// directory, from RUNNING; after a failed cold migration, on the new host and then the
+/// previous one; after a failed prolog, on whatever was made.
+#[test]
+fn lifecycle_recover_delete() {
+    let bed = Bed::new();
+    let _m = deployed(&bed, 5, "kvm1", 101);
+    let img2 = std::fs::read(bed.lv_file("kvm1", 100, "img-one-2")).unwrap();
+    let del = |host: &str, vm: i64| {
+        let mut v: Vec<String> = (0..4u32)
+            .map(|n| {
+                format!(
+                    "DELETE bsud {} {vm} {}",
+                    dk(host, 101, vm, n),
+                    if n < 2 { 100 } else { 101 }
+                )
+            })
+            .collect();
+        v.push(format!("DELETE bsud {} {vm} 101", dir(host, 101, vm)));
+        v
+    };
+    bed.all(&del("kvm1", 5));
+    assert_vm_gone(&bed, 5);
+    assert!(
+        std::fs::read(bed.lv_file("kvm1", 100, "img-one-2")).unwrap() == img2,
+        "no mvds"
+    );
+    // PROLOG_MIGRATE_FAILURE: the first disk moved, the rest not.
+    bed.put_vm(&main_vm(6, &[("kvm1", 101), ("kvm2", 101)]));
+    bed.all(&deploy_lines(&bed, 6, "kvm1", 101));
+    bed.ok(&mv_lines(6, ("kvm1", 101), ("kvm2", 101))[0]);
+    bed.all(&del("kvm2", 6));
+    bed.all(&del("kvm1", 6));
+    assert_vm_gone(&bed, 6);
+    // PROLOG_FAILURE: only disk 0 was made.
+    bed.put_vm(&main_vm(4, &[("kvm1", 101)]));
+    bed.ok(&deploy_lines(&bed, 4, "kvm1", 101)[0]);
+    bed.all(&del("kvm1", 4));
+    assert_vm_gone(&bed, 4);
+    bed.remove_image(0);
+    bed.remove_image(2);
+    assert_nothing_left(&bed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crashes, failures, hostile input, monitoring
+
+/// Every action killed at its crash points and re-run converges to the same disks.
+#[test]
+fn tm_crash_at_every_step_converges() {
+    let bed = Bed::new();
+    bed.image(0, 16, 1);
+    bed.image(2, 16, 2);
+    bed.put_vm(&main_vm(0, &[("kvm1", 101)]));
+    let lines = deploy_lines(&bed, 0, "kvm1", 101);
+    let crash = |line: &str, at: &str| {
+        let r = bed.line_env(line, b"", &[("BSUD_CRASH_AT", at)]);
+        assert_eq!(r.code, None, "{line} did not crash at {at}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(&format!("crashing after {at}")),
+            "{}",
+            r.stderr
+        );
+        bed.ok(line);
+    };
+    crash(&lines[0], "grow:pv-added");
+    crash(&lines[1], "clone:copied");
+    crash(&lines[2], "mkimage:allocated");
+    bed.all(&lines[3..]);
+    let mut m = Model::capture(&bed, "kvm1", 101, 0, &[0, 1, 2, 3]);
+    assert_eq!(blkid(&bed.path("kvm1", &disk_path(101, 0, 2))), "ext4");
+    m.write(&bed, ("kvm1", 101), 0, 0, MIB, 80);
+    // Stop: crash after parking each disk, after copying the directory.
+    let stop = mv_lines(0, ("kvm1", 101), (FE, 101));
+    crash(&stop[0], "mv:parked");
+    bed.all(&stop[1..4]);
+    crash(&stop[4], "mv:dir-copied");
+    // Resume on kvm2: crash after the copy (source still there), after the link.
+    let resume = mv_lines(0, (FE, 101), ("kvm2", 101));
+    crash(&resume[0], "mv:copied");
+    crash(&resume[1], "mv:linked");
+    crash(&resume[2], "tm:before-lv-remove");
+    bed.all(&resume[3..]);
+    m.check(&bed, "kvm2", 101, "after crashed resume");
+    assert_eq!(bed.vm_lvs("kvm1", 0), Vec::<String>::new());
+    // Terminate: mvds crashes after the verified copy, before removing the disk.
+    let term = terminate_lines(0, "kvm2", 101);
+    crash(&term[0], "mvds:copied");
+    let img = std::fs::read(bed.lv_file("kvm1", 100, "img-one-2")).unwrap();
+    assert!(img == m.disks[&0]);
+    crash(&term[1], "tm:before-lv-remove");
+    bed.all(&term[2..]);
+    assert_vm_gone(&bed, 0);
+}
+
+/// mvds whose copy fails (the transport drops the receiving side) keeps the host LV; the
+/// retry saves it.
+#[test]
+fn tm_mvds_keeps_the_disk_when_the_copy_fails() {
+    let bed = Bed::new();
+    let m = deployed(&bed, 0, "kvm2", 101);
+    // An ssh that refuses every `recv`: the copy itself fails, after everything before it.
+    let wrapper = bed.tb.dir().join("flaky-ssh");
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\ncase \"$*\" in *\" host recv \"*) echo 'ssh: Connection reset by peer' >&2; exit 255;; esac\nexec \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&bed.config).unwrap();
+    let flaky: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("ssh_command = [") {
+            Some(rest) => format!("ssh_command = [{:?}, {rest}", wrapper.to_string_lossy()),
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_ne!(flaky, text);
+    let flaky_config = bed.tb.dir().join("flaky.toml");
+    std::fs::write(&flaky_config, flaky).unwrap();
+    let line = &terminate_lines(0, "kvm2", 101)[0];
+    let r = bed.line_env(
+        line,
+        b"",
+        &[("BSUD_CONFIG", flaky_config.to_str().unwrap())],
+    );
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    let last = r.stderr.lines().last().unwrap();
+    assert!(
+        last.starts_with("mvds: ") && last.contains("recv"),
+        "{last}"
+    );
+    m.check(&bed, "kvm2", 101, "after the failed mvds");
+    assert_eq!(bed.vm_lvs("kvm2", 0).len(), 4);
+    bed.ok(line);
+    let img = std::fs::read(bed.lv_file("kvm1", 100, "img-one-2")).unwrap();
+    assert!(img == m.disks[&0]);
+    assert!(!bed
+        .vm_lvs("kvm2", 0)
+        .contains(&"vg-one-101/lv-one-0-0".to_string()));
+}
+
+/// Every line of a deploy, snapshot, resize, stop, resume elsewhere and terminate run twice in
+/// a row: the second run changes nothing and succeeds.
+#[test]
+fn tm_every_action_is_idempotent() {
+    let bed = Bed::new();
+    bed.image(0, 16, 1);
+    bed.image(2, 16, 2);
+    bed.put_vm(&main_vm(0, &[("kvm1", 101)]));
+    let mut lines = deploy_lines(&bed, 0, "kvm1", 101);
+    lines.push(format!(
+        "SNAP_CREATE bsud {} 0 0 100",
+        dk("kvm1", 101, 0, 1)
+    ));
+    lines.push(format!("RESIZE bsud {} 30 0 100", dk("kvm1", 101, 0, 1)));
+    lines.extend(mv_lines(0, ("kvm1", 101), (FE, 101)));
+    lines.extend(mv_lines(0, (FE, 101), ("kvm2", 102)));
+    lines.push(format!(
+        "SNAP_DELETE bsud {} 0 0 100",
+        dk("kvm2", 102, 0, 1)
+    ));
+    lines.extend(terminate_lines(0, "kvm2", 102));
+    for l in &lines {
+        bed.ok(l);
+        bed.ok(l);
+    }
+    assert_vm_gone(&bed, 0);
+}
+
+/// Hostile arguments are refused before anything runs (exit 2, one line); the host agent
+/// refuses a VM directory that escapes the host root through a symlink.
+#[test]
+fn tm_hostile_input_touches_nothing() {
+    let bed = Bed::new();
+    bed.image(0, 16, 1);
+    bed.put_vm(&main_vm(0, &[("kvm1", 101)]));
+    let marker = bed.tb.dir().join("pwned");
+    let evil = [
+        format!(
+            "CLONE bsud kvm1:vg-one-100/img-one-0 kvm1:{DSL}/101/0;touch${{IFS}}{}/disk.1 0 100",
+            marker.display()
+        ),
+        format!("CLONE bsud kvm1:vg-one-100/img-one-0;id kvm1:{DSL}/101/0/disk.1 0 100"),
+        format!("DELETE bsud kvm1:{DSL}/101/../../../../etc 0 101"),
+        format!("DELETE bsud -oProxyCommand=touch:{DSL}/101/0 0 101"),
+        format!("MVDS bsud kvm1:{DSL}/101/0/disk.0 kvm1:vg-one-100/img-one-0$(id) 0 100"),
+        format!("CONTEXT bsud /var/lib/one/vms/0/context.sh`id` kvm1:{DSL}/101/0/disk.4 0 101"),
+    ];
+    for l in &evil {
+        let r = bed.line_env(l, b"", &[]);
+        assert_eq!(r.code, Some(2), "{l}: {}", r.stderr);
+        // One message line, after log lines at most.
+        let lines: Vec<&str> = r.stderr.lines().collect();
+        let action = l.split_whitespace().next().unwrap().to_ascii_lowercase();
+        assert!(
+            lines.last().unwrap().starts_with(&format!("{action}: ")),
+            "{l}: {}",
+            r.stderr
+        );
+        assert!(
+            lines[..lines.len() - 1]
+                .iter()
+                .all(|x| x.starts_with("DEBUG: ") || x.starts_with("INFO: ")),
+            "{l}: {}",
+            r.stderr
+        );
+    }
+    assert!(!marker.exists());
+    assert!(bed.vm_lvs("kvm1", 0).is_empty());
+    // A datastore directory on kvm1 that is a symlink leaving the host root.
+    let outside = bed.tb.dir().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let ds = bed.path("kvm1", &format!("{DSL}/102"));
+    std::fs::create_dir_all(ds.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&outside, &ds).unwrap();
+    let r = bed.line_env(
+        &format!("MKSWAP bsud 16 {} 0 102", dk("kvm1", 102, 0, 3)),
+        b"",
+        &[],
+    );
+    assert_eq!(r.code, Some(6), "{}", r.stderr);
+    assert!(r.stderr.contains("outside the host root"), "{}", r.stderr);
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+}
+
+/// monitor_ds, run on a host as the probe runs it (no configuration), reports each VM's disk
+/// and snapshot sizes; tm monitor answers USED/FREE/TOTAL.
+#[test]
+fn tm_monitoring() {
+    let bed = Bed::new();
+    let _m = deployed(&bed, 0, "kvm1", 101);
+    bed.ok(&tl("SNAP_CREATE", dk("kvm1", 101, 0, 1), "3 0 100"));
+    assert_eq!(
+        std::fs::read_to_string(bed.path("kvm1", &format!("{DSL}/101/.monitor"))).unwrap(),
+        "bsud"
+    );
+    let mut env: Vec<(String, String)> = bed.tb.host("kvm1").unwrap().view.env();
+    env.push(("PATH".into(), PATH.into()));
+    let r = bed.exec(
+        &bed.entry("monitor_ds"),
+        &[&format!("{DSL}/101")],
+        b"",
+        &env,
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let line = r.stdout.trim();
+    assert!(
+        line.starts_with("VM = [ ID = 0, MONITOR = \"") && line.ends_with("\" ]"),
+        "{line}"
+    );
+    use base64::Engine;
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(line.split('"').nth(1).unwrap())
+        .unwrap();
+    let text = String::from_utf8(payload).unwrap();
+    for want in [
+        "DISK_SIZE = [ ID = 0, SIZE = 16 ]",
+        "DISK_SIZE = [ ID = 1, SIZE = 24 ]",
+        "DISK_SIZE = [ ID = 2, SIZE = 32 ]",
+        "DISK_SIZE = [ ID = 3, SIZE = 16 ]",
+        "SNAPSHOT_SIZE = [ ID = 3, DISK_ID = 1, SIZE = 24 ]",
+    ] {
+        assert!(text.contains(want), "{want} in {text}");
+    }
+    // An empty datastore directory prints nothing.
+    let r = bed.exec(
+        &bed.entry("monitor_ds"),
+        &[&format!("{DSL}/102")],
+        b"",
+        &env,
+    );
+    assert_eq!((r.code, r.stdout.as_str()), (Some(0), ""), "{}", r.stderr);
+    // tm monitor (SHARED=YES only): the BRIDGE_LIST hosts' drives.
+    let ds = DatastoreSpec::system(101)
+        .attr("BRIDGE_LIST", "kvm1 kvm2")
+        .attr("BSUD_MAX_SIZE_GIB", "10");
+    let msg = b64(&bsud::sim::one::ds_message(None, &ds, ""));
+    let r = bed.exec(&bed.entry("monitor"), &["101"], msg.as_bytes(), &bed.env());
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let used = 16 + 24 + 32 + 16 + 24;
+    assert_eq!(
+        r.stdout,
+        format!("USED_MB={used}\nFREE_MB={}\nTOTAL_MB=20480\n", 20480 - used)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Benchmark (scripts/bench-tm-clone)
+
+/// Deterministic bytes that neither compress nor look like zeros.
+fn noise(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(n + 8);
+    while v.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(n);
+    v
+}
+
+fn timed(what: &str, f: impl FnOnce()) -> f64 {
+    let t = std::time::Instant::now();
+    f();
+    let s = t.elapsed().as_secs_f64();
+    eprintln!("BENCH {what}: {s:.2}s");
+    s
+}
+
+fn sh(script: &str) {
+    let st = Command::new("sh").arg("-c").arg(script).status().unwrap();
+    assert!(st.success(), "{script}");
+}
+
+/// `clone` of a 10 GiB image holding 1.25 GiB of data from kvm1 to kvm2 (the real entry,
+/// drive growth included) against a plain `dd` of the same LV and against
+/// `tar -cS | tar -xO` of the image as a sparse file (what fs_lvm_ssh does), all three
+/// reading and writing the hosts' LVs through lvfs on this machine. `BENCH_SIZE_GIB`,
+/// `BENCH_DATA_MIB` change the sizes. Run by scripts/bench-tm-clone.
+#[test]
+#[ignore = "benchmark: scripts/bench-tm-clone"]
+fn bench_clone_vs_dd_and_tar() {
+    let size_gib: usize = std::env::var("BENCH_SIZE_GIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let data_mib: usize = std::env::var("BENCH_DATA_MIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1280);
+    let bed = Bed::new();
+    let size = size_gib << 30;
+    // The image: data in extents of 1..64 MiB, one per equal slot, as scripts/bench-stream.
+    let st = bed.storage();
+    let d = st.drive_by_id("kvm1", 100).unwrap();
+    st.allocate(
+        &d,
+        "img-one-0",
+        size as u64,
+        &["one.image=0", "one.bsud.state=ready"],
+    )
+    .unwrap();
+    let img = bed.lv_file("kvm1", 100, "img-one-0");
+    let sparse = bed.tb.dir().join("image.raw");
+    std::fs::File::create(&sparse)
+        .unwrap()
+        .set_len(size as u64)
+        .unwrap();
+    let mut extents = Vec::new();
+    let (mut total, mut i) = (0usize, 0u64);
+    while total < data_mib {
+        let s = (1 + (i * 37 % 64) as usize).min(data_mib - total);
+        extents.push(s);
+        total += s;
+        i += 1;
+    }
+    let slot = size / extents.len();
+    let src_f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+    let sparse_f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&sparse)
+        .unwrap();
+    for (k, s) in extents.iter().enumerate() {
+        let off = k * slot + (k * 7919 * MIB) % (slot - s * MIB + 1) / MIB * MIB;
+        let data = noise(k as u64 + 1, s * MIB);
+        src_f.write_all_at(&data, off as u64).unwrap();
+        sparse_f.write_all_at(&data, off as u64).unwrap();
+    }
+    src_f.sync_all().unwrap();
+    sparse_f.sync_all().unwrap();
+    eprintln!(
+        "BENCH image: {size_gib} GiB, {data_mib} MiB of data in {} extents",
+        extents.len()
+    );
+    let mut vm = main_vm(0, &[("kvm2", 101)]);
+    vm.disks = vec![DiskSpec::image(
+        0,
+        0,
+        100,
+        "kvm1:vg-one-100/img-one-0",
+        (size >> 20) as u64,
+        false,
+    )];
+    bed.put_vm(&vm);
+    sh("sync");
+    let clone = timed(
+        "one-bsud clone (host to host, drive growth included)",
+        || {
+            bed.ok(&format!(
+                "CLONE bsud kvm1:vg-one-100/img-one-0 {} 0 100",
+                dk("kvm2", 101, 0, 0)
+            ))
+        },
+    );
+    let sum = |host: &str, ds: i64, lv: &str| {
+        bsud::host::transfer::checksum(
+            &bed.storage().hosts,
+            &bsud::host::transfer::LvLoc {
+                host: host.into(),
+                lv: format!("vg-one-{ds}/{lv}").parse().unwrap(),
+            },
+            None,
+            false,
+        )
+        .unwrap()
+        .digest
+    };
+    assert_eq!(
+        sum("kvm2", 101, "lv-one-0-0"),
+        sum("kvm1", 100, "img-one-0")
+    );
+    // The baselines write into another LV of kvm2's drive.
+    let d2 = st.drive_by_id("kvm2", 101).unwrap();
+    st.allocate(&d2, "lv-one-9-0", size as u64, &["one.vm=9"])
+        .unwrap();
+    let dst = bed.lv_file("kvm2", 101, "lv-one-9-0");
+    sh("sync");
+    let dd = timed("dd bs=1M", || {
+        sh(&format!(
+            "dd if={} of={} bs=1M conv=notrunc,fsync status=none",
+            img.display(),
+            dst.display()
+        ))
+    });
+    sh("sync");
+    let tar = timed("tar -cS | tar -xO (fs_lvm_ssh)", || {
+        sh(&format!(
+            "tar -C {} -cSf - image.raw | tar -xSf - -O | dd of={} bs=1M iflag=fullblock conv=notrunc,fsync status=none",
+            bed.tb.dir().display(),
+            dst.display()
+        ))
+    });
+    assert_eq!(
+        sum("kvm2", 101, "lv-one-9-0"),
+        sum("kvm1", 100, "img-one-0")
+    );
+    eprintln!(
+        "BENCH ratios: dd/clone = {:.2}, tar/clone = {:.2} (clone {clone:.1}s, dd {dd:.1}s, tar {tar:.1}s)",
+        dd / clone,
+        tar / clone
+    );
+    std::fs::remove_file(&sparse).unwrap();
+}
