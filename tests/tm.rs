@@ -1219,6 +1219,91 @@ fn tm_mvds_keeps_the_disk_when_the_copy_fails() {
         .contains(&"vg-one-101/lv-one-0-0".to_string()));
 }
 
+/// A drive missing from its host (volumes detached, host rebuilt) is never read as "the disk
+/// was already saved or moved": mvds and delete of a parked disk fail naming the drive and
+/// keep the marker; after `drive reconcile` brings the volumes back, mvds saves the disk.
+/// A postmigrate whose destination disk does not exist keeps the source (the only copy).
+#[test]
+fn tm_a_missing_drive_or_copy_is_never_taken_for_finished_work() {
+    let bed = Bed::new();
+    let m = deployed(&bed, 0, "kvm2", 101);
+    // postmigrate without premigrate: kvm1 has nothing, kvm2's disks must stay.
+    let stdin = b64(&main_vm(0, &[("kvm2", 101)]).xml());
+    let r = bed.line_env(
+        &format!("POSTMIGRATE bsud kvm2 kvm1 {DSL}/101/0 0 101"),
+        stdin.as_bytes(),
+        &[],
+    );
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(r.stderr.contains("the only copy"), "{}", r.stderr);
+    m.check(&bed, "kvm2", 101, "after the refused postmigrate");
+
+    // Stop: the disks are parked on kvm2.
+    bed.all(&mv_lines(0, ("kvm2", 101), (FE, 101)));
+    // kvm2 loses its drive of datastore 101 (its volumes are detached behind our back).
+    let c = bsud::cloud::outscale::OutscaleCloud::new(&bed.ctx.config.cloud.resolve().unwrap())
+        .unwrap();
+    let drive_vols = c
+        .find_volumes(&VolumeFilter {
+            tags: vec![(
+                bsud::drive::naming::TAG_DRIVE.into(),
+                bsud::drive::naming::drive_name("kvm2", 101),
+            )],
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(!drive_vols.is_empty());
+    for v in &drive_vols {
+        c.unlink_volume(&v.id, false).unwrap();
+        bsud::cloud::wait_unlinked(
+            &c,
+            &v.id,
+            bsud::wait::Wait::new(
+                std::time::Duration::from_secs(30),
+                std::time::Duration::from_millis(20),
+            ),
+        )
+        .unwrap();
+    }
+    let fe_disk = |n: u32| dk(FE, 101, 0, n);
+    for line in [
+        format!("MVDS bsud {} kvm1:vg-one-100/img-one-2 0 100", fe_disk(0)),
+        format!("DELETE bsud {} 0 100", fe_disk(1)),
+    ] {
+        let r = bed.line_env(&line, b"", &[]);
+        assert_eq!(r.code, Some(1), "{line}: {}", r.stderr);
+        let last = r.stderr.lines().last().unwrap();
+        assert!(
+            last.contains("drive vg-one-101 is not on host kvm2") && last.contains("reconcile"),
+            "{line}: {last}"
+        );
+    }
+    for n in [0, 1] {
+        let marker = std::fs::read_to_string(bed.path(FE, &disk_path(101, 0, n))).unwrap();
+        assert!(marker.contains("\"host\":\"kvm2\""), "{marker}");
+    }
+    // The operator reconciles; the retried epilog saves and removes everything.
+    let r = bed.exec(
+        &bed.install.path("remotes/tm/bsud/one-bsud"),
+        &[
+            "drive",
+            "reconcile",
+            "--host",
+            "kvm2",
+            "--ds",
+            "101",
+            "--policy-defaults",
+        ],
+        b"",
+        &bed.env(),
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    bed.all(&terminate_lines(0, FE, 101));
+    let img = std::fs::read(bed.lv_file("kvm1", 100, "img-one-2")).unwrap();
+    assert!(img == m.disks[&0], "the persistent disk was saved");
+    assert_vm_gone(&bed, 0);
+}
+
 /// Every line of a deploy, snapshot, resize, stop, resume elsewhere and terminate run twice in
 /// a row: the second run changes nothing and succeeds.
 #[test]

@@ -751,7 +751,12 @@ pub fn remove_dir(env: &HostEnv, req: &RemoveDirReq) -> anyhow::Result<Removed> 
         });
     }
     if !req.with_parked {
-        if let Some(e) = listing.entries.iter().find(|e| e.parked.is_some()) {
+        // A marker half-written by a killed run is not a marker (it was never renamed in).
+        if let Some(e) = listing
+            .entries
+            .iter()
+            .find(|e| e.parked.is_some() && !e.name.ends_with(TMP_SUFFIX))
+        {
             let m = e.parked.as_ref().expect("found");
             return Err(refused(format!(
                 "{p}/{} still records disk {} parked on host {} ({}): not removing the directory",

@@ -32,11 +32,14 @@ impl Tm<'_> {
                 self.remove_with_snapshots(&lv, vm)
             }
             Located::Parked(lv) => {
+                // The marker is the only record of where the disk is: keep it unless its
+                // drive is there to remove the disk from.
+                self.source_lv(&lv)?;
                 self.remove_with_snapshots(&lv, vm)?;
                 self.remove_entry(&d.at)
             }
             Located::Unknown => {
-                for lv in self.lost_disk(d, vm)? {
+                for (lv, _) in self.lost_disk(d, vm)? {
                     self.remove_with_snapshots(&lv, vm)?;
                 }
                 self.remove_entry(&d.at)
@@ -47,6 +50,13 @@ impl Tm<'_> {
     fn delete_dir(&self, at: &HostPath, vm: i64) -> anyhow::Result<()> {
         let ds = system_ds(at)?;
         let path = super::disk::vm_path(&at.path)?;
+        // Everything below removes by the VM id: a directory of another VM is refused.
+        if at.path.rsplit('/').find(|c| !c.is_empty()) != Some(&vm.to_string()) {
+            return Err(crate::error::fail(
+                crate::error::ErrorKind::BadInput,
+                format!("{}:{} is not the directory of VM {vm}", at.host, at.path),
+            ));
+        }
         if self.is_frontend(&at.host) {
             let listing = self
                 .hosts()
@@ -58,6 +68,7 @@ impl Tm<'_> {
                         ds: m.ds,
                         lv: m.lv.clone(),
                     };
+                    self.source_lv(&lv)?;
                     self.remove_with_snapshots(&lv, vm)?;
                 } else if e.kind == EntryKind::Symlink {
                     // All-in-one: the frontend is also this VM's host.

@@ -183,9 +183,33 @@ impl Tm<'_> {
         Ok(self.hosts().lv_list(&lv.host, &vg, &[])?.lvs)
     }
 
-    /// The LV as LVM reports it, if it exists.
+    /// The LV as LVM reports it, if it exists. For a place we may be about to fill: a drive
+    /// not on the host yet reads as "no LV".
     pub(super) fn lv_info(&self, lv: &DiskLv) -> anyhow::Result<Option<Lv>> {
         Ok(self.vg_lvs(lv)?.into_iter().find(|l| l.name == lv.lv))
+    }
+
+    /// Like [`Tm::lv_info`], for an LV we are about to read from or whose absence would
+    /// mean "a previous run already finished": a drive missing from its host is an error
+    /// there, not an absent LV, because its volumes (and the disk) still exist in the cloud,
+    /// detached or on another host, and "already done" would drop the only pointer to them.
+    pub(super) fn source_lv(&self, lv: &DiskLv) -> anyhow::Result<Option<Lv>> {
+        let vg = lv.vg().parse()?;
+        let list = self.hosts().lv_list(&lv.host, &vg, &[])?;
+        if !list.vg_exists {
+            return Err(fail(
+                ErrorKind::Failed,
+                format!(
+                    "drive {} is not on host {} although {} should be there: its volumes are \
+                     detached or on another host; `one-bsud drive reconcile` (or `drive adopt`) \
+                     brings it back, then retry",
+                    lv.vg(),
+                    lv.host,
+                    lv.lv
+                ),
+            ));
+        }
+        Ok(list.lvs.into_iter().find(|l| l.name == lv.lv))
     }
 
     /// The snapshots of `lv` present beside it, by id.
@@ -216,6 +240,15 @@ impl Tm<'_> {
         }
         let e = self.stat(&d.at)?;
         Ok(match (&e.parked, e.kind) {
+            (Some(m), _) if m.vm != vm || m.disk != d.disk_id => {
+                return Err(fail(
+                    ErrorKind::Failed,
+                    format!(
+                        "{}:{}: its parked-disk marker is for disk {} of VM {}, not disk {} of VM {vm}: not touching it",
+                        d.at.host, d.at.path, m.disk, m.vm, d.disk_id
+                    ),
+                ))
+            }
             (Some(m), _) => Located::Parked(DiskLv {
                 host: m.host.clone(),
                 ds: m.ds,
@@ -440,21 +473,28 @@ impl Tm<'_> {
     }
 
     /// A frontend disk without its marker: the LVs of that name on the hosts of the VM's
-    /// history (in the path's system datastore) that exist.
-    pub(super) fn lost_disk(&self, d: &DiskRef, vm: i64) -> anyhow::Result<Vec<DiskLv>> {
+    /// history (in the path's system datastore) that exist, complete (ready) ones first so a
+    /// blank leftover (an interrupted premigrate) is never taken for the disk. A history host
+    /// that cannot be asked is skipped with a warning: the others may still hold the disk.
+    pub(super) fn lost_disk(&self, d: &DiskRef, vm: i64) -> anyhow::Result<Vec<(DiskLv, bool)>> {
         let ds = system_ds(&d.at)?;
         let mut found = Vec::new();
         for host in self.history_hosts(vm) {
             let lv = DiskLv::disk(&host, ds, vm, d.disk_id);
-            if self.lv_info(&lv)?.is_some() {
-                tracing::warn!(
-                    "{}:{} has no marker; found its disk at {lv}",
-                    d.at.host,
-                    d.at.path
-                );
-                found.push(lv);
+            match self.lv_info(&lv) {
+                Ok(Some(l)) => {
+                    tracing::warn!(
+                        "{}:{} has no marker; found its disk at {lv}",
+                        d.at.host,
+                        d.at.path
+                    );
+                    found.push((lv, is_ready(&l)));
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!("cannot look for {lv}: {e:#}"),
             }
         }
+        found.sort_by_key(|(_, ready)| !ready);
         Ok(found)
     }
 

@@ -126,7 +126,7 @@ impl Tm<'_> {
     pub(super) fn premigrate(&self, m: &MigrateArgs) -> anyhow::Result<()> {
         self.same_hosts(m)?;
         for (disk, src, dst, at) in self.our_disks(m) {
-            let src_lv = self.lv_info(&src)?;
+            let src_lv = self.source_lv(&src)?;
             let size = src_lv
                 .as_ref()
                 .map(|l| l.size)
@@ -176,9 +176,20 @@ impl Tm<'_> {
     /// `postmigrate`: the VM runs on the destination now.
     pub(super) fn postmigrate(&self, m: &MigrateArgs) -> anyhow::Result<()> {
         self.same_hosts(m)?;
-        for (_, src, dst, _) in self.our_disks(m) {
+        for (disk, src, dst, _) in self.our_disks(m) {
             if self.lv_info(&dst)?.is_some() {
                 self.add_tags(&dst, &[TAG_READY])?;
+            } else if self.lv_info(&src)?.is_some() {
+                // The VM cannot be running from a disk that is not on its new host: the
+                // source is the only copy, and oned ignores a failing postmigrate, so say so
+                // loudly and keep it.
+                return Err(fail(
+                    ErrorKind::Failed,
+                    format!(
+                        "disk {} of VM {}: {dst} does not exist, keeping {src} (the only copy)",
+                        disk.disk_id, m.vm_id
+                    ),
+                ));
             }
             self.remove_with_snapshots(&src, m.vm_id)?;
         }

@@ -71,7 +71,7 @@ impl Tm<'_> {
     /// host → frontend: the LV stays; a marker at the frontend says where.
     fn park(&self, s: &DiskRef, d: &DiskRef, vm: i64) -> anyhow::Result<()> {
         let lv = conventional(s, vm)?;
-        if self.lv_info(&lv)?.is_none() {
+        if self.source_lv(&lv)?.is_none() {
             // A rerun after success finds the marker already naming it.
             if self.locate(d, vm)?.lv() == Some(&lv) {
                 return Ok(());
@@ -88,7 +88,7 @@ impl Tm<'_> {
         if from == to {
             return Ok(());
         }
-        let Some(src) = self.lv_info(from)? else {
+        let Some(src) = self.source_lv(from)? else {
             if self.lv_info(to)?.is_some_and(|l| is_ready(&l)) {
                 tracing::info!("{to} was already moved");
                 return Ok(());
@@ -98,6 +98,15 @@ impl Tm<'_> {
                 format!("neither {from} nor a ready {to} exists"),
             ));
         };
+        // One machine known under two host names: the "destination" is the source itself,
+        // and removing the source after the copy would remove the only copy.
+        if self
+            .lv_info(to)?
+            .is_some_and(|l| !l.uuid.is_empty() && l.uuid == src.uuid)
+        {
+            tracing::warn!("{from} and {to} are the same LV (one host, two names): not moving");
+            return Ok(());
+        }
         self.copy_to_new(from, src.size, to, 0, &carried_tags(&src, &[]), true)?;
         for (id, snap) in self.snapshots(from)? {
             self.copy_to_new(

@@ -22,7 +22,27 @@ impl Tm<'_> {
         let img = image_lv(&source);
         let found = match self.locate(src, vm)? {
             Located::Here(l) | Located::Parked(l) => Some(l),
-            Located::Unknown => self.lost_disk(src, vm)?.into_iter().next(),
+            Located::Unknown => {
+                let lost = self.lost_disk(src, vm)?;
+                match lost.iter().find(|(_, ready)| *ready) {
+                    Some((l, _)) => Some(l.clone()),
+                    None if lost.is_empty() => None,
+                    // Saving a blank or half-copied leftover would overwrite the image
+                    // with garbage: an operator must say which copy is the disk.
+                    None => {
+                        return Err(fail(
+                            ErrorKind::Failed,
+                            format!(
+                                "disk {} of VM {vm}: no marker at {}:{}, and the only copies found ({}) are incomplete: not saving them into image {image}",
+                                src.disk_id,
+                                src.at.host,
+                                src.at.path,
+                                lost.iter().map(|(l, _)| l.to_string()).collect::<Vec<_>>().join(", ")
+                            ),
+                        ))
+                    }
+                }
+            }
         };
         let disk = match found {
             Some(l) => l,
@@ -36,7 +56,7 @@ impl Tm<'_> {
                 return Ok(());
             }
         };
-        let Some(d) = self.lv_info(&disk)? else {
+        let Some(d) = self.source_lv(&disk)? else {
             tracing::info!("{disk} is gone: image {image} was already saved");
             return self.remove_entry(&src.at);
         };
@@ -115,7 +135,7 @@ impl Tm<'_> {
             Some(s) => disk.snapshot(s),
             None => disk.clone(),
         };
-        let Some(from_lv) = self.lv_info(&from)? else {
+        let Some(from_lv) = self.source_lv(&from)? else {
             return Err(fail(
                 ErrorKind::Failed,
                 format!(
@@ -125,6 +145,15 @@ impl Tm<'_> {
                 ),
             ));
         };
-        self.copy_to_new(&from, from_lv.size, &img, 0, &[tag(TAG_IMAGE, image)], true)
+        let copy =
+            || self.copy_to_new(&from, from_lv.size, &img, 0, &[tag(TAG_IMAGE, image)], true);
+        // Disk-saveas of a RUNNING VM (HOTPLUG_SAVEAS): the copy is verified against a second
+        // read of the source, which a writing guest would change in between; suspended, the
+        // disk is one point in time and the check means something. A snapshot never changes.
+        if snap.is_none() && !self.is_frontend(&from.host) {
+            self.with_domain_paused(&from.host, &self.domain_of(vm), copy)
+        } else {
+            copy()
+        }
     }
 }

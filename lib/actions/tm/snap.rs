@@ -47,36 +47,12 @@ impl SnapshotStore for ThickCopies<'_, '_> {
             .lv_info(disk)?
             .ok_or_else(|| fail(ErrorKind::Failed, format!("LV {disk} does not exist")))?;
         let tags = carried_tags(&src, &[tag(TAG_SNAPSHOT, snap)]);
-        let Some(domain) = pause else {
-            return tm.copy_to_new(disk, src.size, &to, 0, &tags, false);
-        };
-        let paused = tm.hosts().call(
-            &disk.host,
-            &DomainPauseReq {
-                domain: domain.to_string(),
-                resume: false,
-            },
-        )?;
-        if !paused.done {
-            tracing::warn!(
-                "snapshot {snap} of {disk} is taken while {domain} runs: {}",
-                paused
-                    .reason
-                    .as_deref()
-                    .unwrap_or("it could not be suspended")
-            );
+        match pause {
+            Some(domain) => tm.with_domain_paused(&disk.host, domain, || {
+                tm.copy_to_new(disk, src.size, &to, 0, &tags, false)
+            }),
+            None => tm.copy_to_new(disk, src.size, &to, 0, &tags, false),
         }
-        let copied = tm.copy_to_new(disk, src.size, &to, 0, &tags, false);
-        if paused.done {
-            tm.hosts().call(
-                &disk.host,
-                &DomainPauseReq {
-                    domain: domain.to_string(),
-                    resume: true,
-                },
-            )?;
-        }
-        copied
     }
 
     fn revert(&self, disk: &DiskLv, snap: u32) -> anyhow::Result<()> {
@@ -97,6 +73,49 @@ impl SnapshotStore for ThickCopies<'_, '_> {
 }
 
 impl Tm<'_> {
+    /// Runs `f` with `domain` suspended on `host` so what it reads is one point in time, and
+    /// resumes the domain whatever `f` did. A domain that cannot be suspended (not running
+    /// there, no virsh on the host) is logged and `f` runs anyway.
+    pub(super) fn with_domain_paused<T>(
+        &self,
+        host: &str,
+        domain: &str,
+        f: impl FnOnce() -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let paused = self.hosts().call(
+            host,
+            &DomainPauseReq {
+                domain: domain.to_string(),
+                resume: false,
+            },
+        )?;
+        if !paused.done {
+            tracing::warn!(
+                "{domain} on {host} was not suspended ({}): reading its disk while it may run",
+                paused.reason.as_deref().unwrap_or("it could not be")
+            );
+        }
+        let result = f();
+        if paused.done {
+            self.hosts().call(
+                host,
+                &DomainPauseReq {
+                    domain: domain.to_string(),
+                    resume: true,
+                },
+            )?;
+        }
+        result
+    }
+
+    /// The libvirt domain of VM `vm` (its DEPLOY_ID, `one-<vm>` when OpenNebula cannot say).
+    pub(super) fn domain_of(&self, vm: i64) -> String {
+        self.vm(vm)
+            .ok()
+            .and_then(|d| d.deploy_id)
+            .unwrap_or_else(|| format!("one-{vm}"))
+    }
+
     fn snapshots_store(&self) -> ThickCopies<'_, '_> {
         ThickCopies(self)
     }
