@@ -194,10 +194,6 @@ pub struct LinkDiskReq {
     /// The LV (`vg/lv`), which must be ours.
     #[arg(long)]
     pub lv: LvRef,
-    /// Also write this TM name into `<datastore dir>/.monitor` (host probes then run its
-    /// `monitor_ds`).
-    #[arg(long)]
-    pub monitor_tm: Option<String>,
 }
 
 /// `link-disk`'s answer.
@@ -216,11 +212,7 @@ impl Request for LinkDiskReq {
     const LOCKS: bool = false;
     type Response = Linked;
     fn args(&self) -> Vec<String> {
-        let mut a = vec![flag("path", &self.path), flag("lv", &self.lv)];
-        if let Some(t) = &self.monitor_tm {
-            a.push(flag("monitor-tm", t));
-        }
-        a
+        vec![flag("path", &self.path), flag("lv", &self.lv)]
     }
 }
 
@@ -652,9 +644,6 @@ pub fn link_disk(a: &Agent, req: &LinkDiskReq) -> anyhow::Result<Linked> {
     let target = super::lv::device_of(a, &req.lv.vg, &req.lv.lv, Duration::from_secs(60))?;
     let dir = path.parent().expect("a disk path has a parent");
     create_dirs(dir)?;
-    if let Some(tm) = &req.monitor_tm {
-        write_monitor_file(dir, tm)?;
-    }
     let current = entry_of(&path, String::new())?;
     let changed = match current.kind {
         EntryKind::Symlink if current.target.as_deref() == Some(&*target.to_string_lossy()) => {
@@ -684,25 +673,6 @@ pub fn link_disk(a: &Agent, req: &LinkDiskReq) -> anyhow::Result<Linked> {
         target: target.to_string_lossy().into_owned(),
         changed,
     })
-}
-
-/// Writes `<datastore dir>/.monitor` = `tm` unless it already says so.
-fn write_monitor_file(vm_dir: &Path, tm: &str) -> anyhow::Result<()> {
-    if tm.is_empty() || !tm.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(fail(
-            ErrorKind::BadInput,
-            format!("{tm:?} is not a transfer manager name"),
-        ));
-    }
-    let Some(ds_dir) = vm_dir.parent() else {
-        return Ok(());
-    };
-    let file = ds_dir.join(".monitor");
-    if std::fs::read_to_string(&file).is_ok_and(|s| s.trim() == tm) {
-        return Ok(());
-    }
-    write_atomic(&file, 0o644, &mut tm.as_bytes())?;
-    Ok(())
 }
 
 /// `remove-disk`.
@@ -1159,11 +1129,9 @@ mod tests {
         match parse(&LinkDiskReq {
             path: vp("/var/lib/one//datastores/101/7/disk.0"),
             lv: "vg-one-101/lv-one-7-0".parse().unwrap(),
-            monitor_tm: Some("bsud".into()),
         }) {
             VmCmd::LinkDisk { req, .. } => {
                 assert_eq!(req.path.as_str(), "/var/lib/one/datastores/101/7/disk.0");
-                assert_eq!(req.monitor_tm.as_deref(), Some("bsud"));
             }
             other => panic!("{other:?}"),
         }

@@ -315,13 +315,11 @@ impl Tm<'_> {
     /// Points `at` (`<vm dir>/disk.N` on its host) at `lv`, which must be on that host.
     pub(super) fn link(&self, at: &HostPath, lv: &DiskLv) -> anyhow::Result<()> {
         debug_assert_eq!(at.host, lv.host);
-        let monitor_tm = (!self.is_frontend(&at.host)).then(|| super::TM_NAME.to_string());
         self.hosts().call(
             &at.host,
             &LinkDiskReq {
                 path: vm_path(&at.path)?,
                 lv: lv.lv_ref()?,
-                monitor_tm,
             },
         )?;
         Ok(())

@@ -42,7 +42,7 @@ use crate::one::input::read_ds_input;
 use crate::one::output::ActionOutput;
 use crate::one::tm::TmArgs;
 
-/// The name this driver has in oned (`TM_MAD`), written into `.monitor` files and passed as
+/// The name this driver has in oned (`TM_MAD`), passed as
 /// the 6th argument when calling other transfer managers.
 pub const TM_NAME: &str = "bsud";
 

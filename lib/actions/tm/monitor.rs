@@ -1,7 +1,8 @@
 //! Monitoring of system datastores (reference §8).
 //!
-//! - `monitor_ds <ds path>` runs **on a host** (the KVM VM probe calls it for every datastore
-//!   directory whose `.monitor` file names `bsud`, which `link-disk` writes). It prints one
+//! - `monitor_ds <ds path>` runs **on a host**: our vm/monitor probe (`one-bsud probe
+//!   vm-disks`, lib/ops/probe.rs) calls it for every drive's datastore directory; no `.monitor`
+//!   file is ever written, so the stock probe never reports `df` for our datastores. It prints one
 //!   `VM = [ ID = <vm>, MONITOR = "<base64>" ]` line per VM whose directory is on this host,
 //!   the payload being `DISK_SIZE = [ ID = <disk>, SIZE = <MiB> ]` and
 //!   `SNAPSHOT_SIZE = [ ID = <snap>, DISK_ID = <disk>, SIZE = <MiB> ]` lines from the LVs of
