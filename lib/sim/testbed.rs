@@ -416,6 +416,46 @@ impl Drop for Testbed {
     }
 }
 
+/// What is left of a torn-down testbed in `dir` (a canonical path): the directory itself, loop
+/// devices backed by files under it, processes whose command line names it (other than this
+/// one). Empty when the teardown was complete; an lvfs still mounted keeps the directory.
+pub fn leftovers(dir: &Path) -> Vec<String> {
+    let mut left = Vec::new();
+    if dir.exists() {
+        left.push(format!("directory {}", dir.display()));
+    }
+    match hostview::loops_under(dir) {
+        Ok(loops) => left.extend(
+            loops
+                .into_iter()
+                .map(|(dev, back)| format!("loop device {dev} ({back})")),
+        ),
+        Err(e) => left.push(format!("cannot list loop devices: {e:#}")),
+    }
+    let me = std::process::id().to_string();
+    let needle = dir.as_os_str().as_encoded_bytes();
+    if let Ok(procs) = std::fs::read_dir("/proc") {
+        for p in procs.flatten() {
+            let name = p.file_name().to_string_lossy().into_owned();
+            if name == me || !name.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else {
+                continue;
+            };
+            if cmdline.windows(needle.len()).any(|w| w == needle) {
+                let shown: String = String::from_utf8_lossy(&cmdline)
+                    .replace('\0', " ")
+                    .chars()
+                    .take(120)
+                    .collect();
+                left.push(format!("process {name} ({})", shown.trim()));
+            }
+        }
+    }
+    left
+}
+
 /// The one-bsud configuration of a testbed (keys of [`FileConfig`]).
 fn config_text(
     opts: &TestbedOpts,
