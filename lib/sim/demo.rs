@@ -41,7 +41,7 @@ use crate::drive::naming::TAG_DRIVE;
 use crate::error::{fail, ErrorKind};
 use crate::exec::{self, Cmd};
 use crate::sim::one::{b64, ds_message, stat_message, DatastoreSpec, DiskSpec, ImageSpec, VmSpec};
-use crate::sim::testbed::{self, Testbed, TestbedOpts, FRONTEND_HOST};
+use crate::sim::testbed::{self, pattern, Testbed, TestbedOpts, FRONTEND_HOST};
 use crate::sys;
 use crate::wait::{poll, Poll, Wait};
 
@@ -103,22 +103,8 @@ pub fn run(args: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut report = Report::new(out, args);
     let (sim, bsud) = binaries(args)?;
-    let mut opts = TestbedOpts::new(&sim, &bsud);
+    let mut opts = TestbedOpts::new(&sim, &bsud).with_cloud_delay_ms(args.cloud_delay_ms);
     opts.dir = args.dir.clone();
-    let d = args.cloud_delay_ms.to_string();
-    opts.serve_args = [
-        "--create-delay-ms",
-        &d,
-        "--attach-delay-ms",
-        &d,
-        "--detach-delay-ms",
-        &d,
-        "--delete-delay-ms",
-        &d,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
     let tb = Testbed::start(opts).context("demo: starting the testbed")?;
     let dir = tb.dir().to_path_buf();
     let result = match Demo::new(tb, &bsud, &interrupt, &mut report) {
@@ -241,6 +227,14 @@ impl<'a> Report<'a> {
 
     fn text(&mut self, line: &str) {
         if !self.json && !self.quiet {
+            let _ = writeln!(self.out, "{line}");
+            let _ = self.out.flush();
+        }
+    }
+
+    /// Text even with --quiet (what the user must know to use --keep).
+    fn always(&mut self, line: &str) {
+        if !self.json {
             let _ = writeln!(self.out, "{line}");
             let _ = self.out.flush();
         }
@@ -543,12 +537,7 @@ impl<'r, 'o> Demo<'r, 'o> {
             "made {qcow2} with qemu-img: 64 MiB virtual, 6 MiB of known data, {} KiB on disk",
             qsize >> 10
         ));
-        let stat = self.ds(
-            "stat",
-            "0",
-            &stat_message(qcow2, &self.image_ds),
-            &format!("{qcow2}"),
-        )?;
+        let stat = self.ds("stat", "0", &stat_message(qcow2, &self.image_ds), qcow2)?;
         let size_mb: u64 = stat
             .trim()
             .parse()
@@ -575,9 +564,7 @@ impl<'r, 'o> Demo<'r, 'o> {
             &ds_message(None, &self.image_ds, ""),
             "datastore 100",
         )?;
-        let got = self.read_image(0)?;
-        self.verify("image 0 = the qcow2's content", &got, &content)?;
-        self.images.insert(0, content);
+        self.image_is(0, "the qcow2's content", content)?;
         // mkfs's bytes are mkfs.ext4's: the model takes them once their signature is checked.
         let img1_bytes = self.read_image(1)?;
         self.signature("image 1 is ext4", &img1_bytes, 1080, &[0x53, 0xef])?;
@@ -716,11 +703,7 @@ impl<'r, 'o> Demo<'r, 'o> {
             &format!("CONTEXT bsud {ctx} {} {VM} {}", dk(to.0, to.1, 4), to.1),
             None,
         )?;
-        self.host = "kvm2".into();
-        self.check_disks("kvm2")?;
-        self.check_context()?;
-        self.check_vm_gone_from("kvm1")?;
-        self.drives()
+        self.arrived("kvm2", "kvm1")
     }
 
     fn live_migrate(&mut self) -> anyhow::Result<()> {
@@ -751,10 +734,15 @@ impl<'r, 'o> Demo<'r, 'o> {
             "libvirt's storage copy (simulated): the guest's bytes written into kvm1's new disks",
         );
         self.tm(&format!("POSTMIGRATE bsud {args}"), Some(&stdin))?;
-        self.host = "kvm1".into();
-        self.check_disks("kvm1")?;
+        self.arrived("kvm1", "kvm2")
+    }
+
+    /// After a migration: every disk on `to` as the guest left it, nothing left on `from`.
+    fn arrived(&mut self, to: &str, from: &str) -> anyhow::Result<()> {
+        self.host = to.to_string();
+        self.check_disks(to)?;
         self.check_context()?;
-        self.check_vm_gone_from("kvm2")?;
+        self.check_vm_gone_from(from)?;
         self.drives()
     }
 
@@ -781,10 +769,7 @@ impl<'r, 'o> Demo<'r, 'o> {
             ),
             None,
         )?;
-        let got = self.read_image(2)?;
-        let want = self.disks[&1].clone();
-        self.verify("image 2 = disk.1", &got, &want)?;
-        self.images.insert(2, want);
+        self.image_is(2, "disk.1", self.disks[&1].clone())?;
         self.drives()
     }
 
@@ -806,10 +791,7 @@ impl<'r, 'o> Demo<'r, 'o> {
         self.tm(&format!("DELETE bsud {} {VM} {ds}", dk(h, ds, 2)), None)?;
         self.tm(&format!("DELETE bsud {} {VM} {ds}", dk(h, ds, 3)), None)?;
         self.tm(&format!("DELETE bsud {} {VM} {ds}", vm_dir(h, ds)), None)?;
-        let got = self.read_image(1)?;
-        let want = self.disks[&0].clone();
-        self.verify("image 1 = disk.0 as the guest left it", &got, &want)?;
-        self.images.insert(1, want);
+        self.image_is(1, "disk.0 as the guest left it", self.disks[&0].clone())?;
         for h in ["kvm1", "kvm2"] {
             self.check_vm_gone_from(h)?;
         }
@@ -917,7 +899,7 @@ impl<'r, 'o> Demo<'r, 'o> {
         }
         lines.push("Press Ctrl-C here to tear it all down.".into());
         for l in lines {
-            self.report.text(&l);
+            self.report.always(&l);
         }
         self.report.event(serde_json::json!({
             "event": "kept", "dir": dir, "env": self.action_env,
@@ -1035,28 +1017,37 @@ impl<'r, 'o> Demo<'r, 'o> {
     // -----------------------------------------------------------------------------------------
     // Looking at the result
 
-    fn verify(&mut self, what: &str, got: &[u8], want: &[u8]) -> anyhow::Result<()> {
-        let digest = hex::encode(sha2::Sha256::digest(got));
-        if got == want {
-            self.report.verify(what, got.len(), &digest, true, "");
-            return Ok(());
+    /// Reports one check of `bytes` and fails the demo when it did not pass.
+    fn checked(&mut self, what: &str, bytes: &[u8], detail: Option<String>) -> anyhow::Result<()> {
+        let digest = hex::encode(sha2::Sha256::digest(bytes));
+        let ok = detail.is_none();
+        let detail = detail.unwrap_or_default();
+        self.report.verify(what, bytes.len(), &digest, ok, &detail);
+        if ok {
+            Ok(())
+        } else {
+            Err(fail(
+                ErrorKind::Failed,
+                format!("demo: verification failed: {what}: {detail}"),
+            ))
         }
-        let detail = if got.len() != want.len() {
-            format!("{} bytes, expected {}", got.len(), want.len())
+    }
+
+    fn verify(&mut self, what: &str, got: &[u8], want: &[u8]) -> anyhow::Result<()> {
+        let detail = if got == want {
+            None
+        } else if got.len() != want.len() {
+            Some(format!("{} bytes, expected {}", got.len(), want.len()))
         } else {
             let at = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(0);
-            format!(
+            Some(format!(
                 "first difference at byte {at}: {:#04x}, expected {:#04x}; expected sha256 {}",
                 got[at],
                 want[at],
                 hex::encode(sha2::Sha256::digest(want))
-            )
+            ))
         };
-        self.report.verify(what, got.len(), &digest, false, &detail);
-        Err(fail(
-            ErrorKind::Failed,
-            format!("demo: verification failed: {what}: {detail}"),
-        ))
+        self.checked(what, got, detail)
     }
 
     /// `bytes` holds `magic` at `offset` (a file system or swap signature).
@@ -1068,21 +1059,16 @@ impl<'r, 'o> Demo<'r, 'o> {
         magic: &[u8],
     ) -> anyhow::Result<()> {
         let ok = bytes.get(offset..offset + magic.len()) == Some(magic);
-        let digest = hex::encode(sha2::Sha256::digest(bytes));
-        let detail = if ok {
-            String::new()
-        } else {
-            format!("no signature {magic:02x?} at byte {offset}")
-        };
-        self.report.verify(what, bytes.len(), &digest, ok, &detail);
-        if ok {
-            Ok(())
-        } else {
-            Err(fail(
-                ErrorKind::Failed,
-                format!("demo: verification failed: {what}: {detail}"),
-            ))
-        }
+        let detail = (!ok).then(|| format!("no signature {magic:02x?} at byte {offset}"));
+        self.checked(what, bytes, detail)
+    }
+
+    /// Image `id`'s LV holds `want` (described as `what`), which the model then records.
+    fn image_is(&mut self, id: i64, what: &str, want: Vec<u8>) -> anyhow::Result<()> {
+        let got = self.read_image(id)?;
+        self.verify(&format!("image {id} = {what}"), &got, &want)?;
+        self.images.insert(id, want);
+        Ok(())
     }
 
     /// Every disk of the model against its LV on `host`.
@@ -1110,22 +1096,9 @@ impl<'r, 'o> Demo<'r, 'o> {
         let iso = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
         let ok = iso.get(0x8028..0x802F) == Some(b"CONTEXT".as_slice())
             && String::from_utf8_lossy(&iso).contains(&format!("VMID='{VM}'"));
-        let digest = hex::encode(sha2::Sha256::digest(&iso));
         let what = format!("disk.4 on {host} is the context ISO (VMID={VM})");
-        let detail = if ok {
-            ""
-        } else {
-            "not an ISO labelled CONTEXT holding VMID"
-        };
-        self.report.verify(&what, iso.len(), &digest, ok, detail);
-        if ok {
-            Ok(())
-        } else {
-            Err(fail(
-                ErrorKind::Failed,
-                format!("demo: verification failed: {what}: {detail}"),
-            ))
-        }
+        let detail = (!ok).then(|| "not an ISO labelled CONTEXT holding VMID".to_string());
+        self.checked(&what, &iso, detail)
     }
 
     /// No LV and no directory of the VM is left on `host`.
@@ -1366,17 +1339,6 @@ fn expect_line(out: &str, want: &str, what: &str) -> anyhow::Result<()> {
             ),
         ))
     }
-}
-
-/// Deterministic bytes that differ at every offset and per seed.
-fn pattern(seed: u8, n: usize) -> Vec<u8> {
-    (0..n)
-        .map(|i| {
-            (i as u8)
-                .wrapping_mul(29)
-                .wrapping_add(seed ^ (i >> 12) as u8)
-        })
-        .collect()
 }
 
 /// Writes `content` leaving its zero MiBs as holes (the qcow2 then holds only the data).

@@ -82,6 +82,32 @@ impl TestbedOpts {
             serve_args: Vec::new(),
         }
     }
+
+    /// Every simulated volume state change (create, attach, detach, delete) takes `ms`.
+    pub fn with_cloud_delay_ms(mut self, ms: u64) -> TestbedOpts {
+        let d = ms.to_string();
+        for flag in [
+            "--create-delay-ms",
+            "--attach-delay-ms",
+            "--detach-delay-ms",
+            "--delete-delay-ms",
+        ] {
+            self.serve_args.extend([flag.to_string(), d.clone()]);
+        }
+        self
+    }
+}
+
+/// Deterministic bytes for tests and the demo: they differ at every offset and per seed, so a
+/// misplaced or stale block never compares equal.
+pub fn pattern(seed: u8, n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|i| {
+            (i as u8)
+                .wrapping_mul(29)
+                .wrapping_add(seed ^ (i >> 12) as u8)
+        })
+        .collect()
 }
 
 /// A simulated host of the testbed.
