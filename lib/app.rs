@@ -135,6 +135,15 @@ pub fn run(argv: Vec<OsString>, stdin: &mut dyn Read, env: &Env) -> Outcome {
                 clap: None,
             }
         }
+        // The demo reports as it goes (it runs for seconds), so it writes stdout itself.
+        Command::Demo(a) => {
+            logging::init(env.get("BSUD_LOG").unwrap_or("error"), false);
+            let mut stdout = std::io::stdout();
+            match crate::sim::demo::run(&a, &mut stdout) {
+                Ok(()) => ok(ActionOutput::Nothing),
+                Err(e) => err(e, false),
+            }
+        }
         // The host agent runs on hosts, which have no frontend configuration.
         Command::Host(cmd) => {
             logging::init(env.get("BSUD_LOG").unwrap_or("info"), false);
@@ -172,6 +181,7 @@ pub fn run(argv: Vec<OsString>, stdin: &mut dyn Read, env: &Env) -> Outcome {
                 | Command::Host(_)
                 | Command::Install(_)
                 | Command::Probe(_)
+                | Command::Demo(_)
                 | Command::Doctor(_) => unreachable!("handled above"),
             };
             match res {

@@ -59,6 +59,8 @@ pub enum Command {
     /// Installation steps install.sh runs: register bsud in oned.conf and vmm_execrc, print the hosts' sudoers file.
     #[command(subcommand)]
     Install(crate::ops::install::InstallCmd),
+    /// Run the demo: a simulated cloud and two hosts (root, real LVM), one VM's whole life through the real action entries, every byte verified, nothing left.
+    Demo(crate::sim::demo::DemoArgs),
     /// Host monitoring probes (run by OpenNebula's monitord on each host): drive capacity, VM disk sizes.
     #[command(subcommand)]
     Probe(crate::ops::probe::ProbeCmd),

@@ -44,15 +44,7 @@ struct Bed {
     ctx: Ctx,
 }
 
-fn pattern(seed: u8, n: usize) -> Vec<u8> {
-    (0..n)
-        .map(|i| {
-            (i as u8)
-                .wrapping_mul(29)
-                .wrapping_add(seed ^ (i >> 12) as u8)
-        })
-        .collect()
-}
+use bsud::sim::testbed::pattern;
 
 /// Where two buffers first differ (for failure messages).
 fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {

@@ -438,14 +438,10 @@ fn canonical_even_if_gone(p: &Path) -> PathBuf {
 /// Releases every loop device whose backing file lies under `dir` (teardown of a testbed or a
 /// test: catches devices of a crashed attach that no by-id link names).
 pub fn detach_loops_under(dir: &Path) -> anyhow::Result<()> {
-    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     let mut errors = Vec::new();
-    for (dev, back) in list_loops()? {
-        let path = Path::new(back.strip_suffix(" (deleted)").unwrap_or(&back));
-        if path.starts_with(&dir) {
-            if let Err(e) = losetup_detach(&dev) {
-                errors.push(format!("{e:#}"));
-            }
+    for (dev, _) in loops_under(dir)? {
+        if let Err(e) = losetup_detach(&dev) {
+            errors.push(format!("{e:#}"));
         }
     }
     if errors.is_empty() {
@@ -453,6 +449,18 @@ pub fn detach_loops_under(dir: &Path) -> anyhow::Result<()> {
     } else {
         Err(anyhow::anyhow!("{}", errors.join("; ")))
     }
+}
+
+/// Loop devices whose backing file lies under `dir` (also when the file was deleted):
+/// (device, backing file).
+pub fn loops_under(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    Ok(list_loops()?
+        .into_iter()
+        .filter(|(_, back)| {
+            Path::new(back.strip_suffix(" (deleted)").unwrap_or(back)).starts_with(&dir)
+        })
+        .collect())
 }
 
 /// The file behind a loop device (`/dev/loop3` → its backing file), `None` when the device does

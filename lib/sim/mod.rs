@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod cloud;
+pub mod demo;
 pub mod hostview;
 pub mod lvfs;
 pub mod one;

@@ -82,6 +82,32 @@ impl TestbedOpts {
             serve_args: Vec::new(),
         }
     }
+
+    /// Every simulated volume state change (create, attach, detach, delete) takes `ms`.
+    pub fn with_cloud_delay_ms(mut self, ms: u64) -> TestbedOpts {
+        let d = ms.to_string();
+        for flag in [
+            "--create-delay-ms",
+            "--attach-delay-ms",
+            "--detach-delay-ms",
+            "--delete-delay-ms",
+        ] {
+            self.serve_args.extend([flag.to_string(), d.clone()]);
+        }
+        self
+    }
+}
+
+/// Deterministic bytes for tests and the demo: they differ at every offset and per seed, so a
+/// misplaced or stale block never compares equal.
+pub fn pattern(seed: u8, n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|i| {
+            (i as u8)
+                .wrapping_mul(29)
+                .wrapping_add(seed ^ (i >> 12) as u8)
+        })
+        .collect()
 }
 
 /// A simulated host of the testbed.
@@ -414,6 +440,46 @@ impl Drop for Testbed {
     fn drop(&mut self) {
         self.teardown();
     }
+}
+
+/// What is left of a torn-down testbed in `dir` (a canonical path): the directory itself, loop
+/// devices backed by files under it, processes whose command line names it (other than this
+/// one). Empty when the teardown was complete; an lvfs still mounted keeps the directory.
+pub fn leftovers(dir: &Path) -> Vec<String> {
+    let mut left = Vec::new();
+    if dir.exists() {
+        left.push(format!("directory {}", dir.display()));
+    }
+    match hostview::loops_under(dir) {
+        Ok(loops) => left.extend(
+            loops
+                .into_iter()
+                .map(|(dev, back)| format!("loop device {dev} ({back})")),
+        ),
+        Err(e) => left.push(format!("cannot list loop devices: {e:#}")),
+    }
+    let me = std::process::id().to_string();
+    let needle = dir.as_os_str().as_encoded_bytes();
+    if let Ok(procs) = std::fs::read_dir("/proc") {
+        for p in procs.flatten() {
+            let name = p.file_name().to_string_lossy().into_owned();
+            if name == me || !name.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else {
+                continue;
+            };
+            if cmdline.windows(needle.len()).any(|w| w == needle) {
+                let shown: String = String::from_utf8_lossy(&cmdline)
+                    .replace('\0', " ")
+                    .chars()
+                    .take(120)
+                    .collect();
+                left.push(format!("process {name} ({})", shown.trim()));
+            }
+        }
+    }
+    left
 }
 
 /// The one-bsud configuration of a testbed (keys of [`FileConfig`]).

@@ -286,19 +286,5 @@ pub fn testbed(hosts: &[&str], delay_ms: u64) -> bsud::sim::testbed::Testbed {
         env!("CARGO_BIN_EXE_one-bsud"),
     );
     o.hosts = hosts.iter().map(|h| h.to_string()).collect();
-    let d = delay_ms.to_string();
-    o.serve_args = [
-        "--create-delay-ms",
-        &d,
-        "--attach-delay-ms",
-        &d,
-        "--detach-delay-ms",
-        &d,
-        "--delete-delay-ms",
-        &d,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    bsud::sim::testbed::Testbed::start(o).expect("testbed starts")
+    bsud::sim::testbed::Testbed::start(o.with_cloud_delay_ms(delay_ms)).expect("testbed starts")
 }
