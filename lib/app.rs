@@ -146,7 +146,8 @@ pub fn run(argv: Vec<OsString>, stdin: &mut dyn Read, env: &Env) -> Outcome {
         }
         // The host agent runs on hosts, which have no frontend configuration.
         Command::Host(cmd) => {
-            logging::init(env.get("BSUD_LOG").unwrap_or("info"), false);
+            // The journal is where an operator looks on a host: the agent logs there too.
+            logging::init(env.get("BSUD_LOG").unwrap_or("info"), true);
             logging::set_context(|c| c.action = format!("host {}", cmd.name()));
             match crate::host::agent::run(cmd, stdin, env) {
                 Ok(o) => ok(o),

@@ -9,6 +9,9 @@
 //!
 //! journald gets the same events with structured fields (`ACTION`, `VM_ID`, `IMAGE_ID`,
 //! `DATASTORE_ID`, `HOST`) when its socket exists; otherwise stderr alone is used, silently.
+//! The fields are those of one process-wide span entered on the main thread by [`init`] and
+//! filled in by [`set_context`] as ids become known, so `journalctl -t one-bsud VM_ID=42`
+//! finds a VM's lines; events of helper threads (copy pumps) carry the message only.
 //! Nothing secret is ever logged: credentials are typed [`crate::config::Secret`].
 
 use std::fmt::Write as _;
@@ -43,10 +46,48 @@ fn context() -> &'static std::sync::Mutex<LogContext> {
     CONTEXT.get_or_init(Default::default)
 }
 
+/// The span whose fields journald records with every main-thread event.
+static ROOT_SPAN: OnceLock<tracing::Span> = OnceLock::new();
+
 /// Updates the context once ids are known (after decoding the message).
 pub fn set_context(f: impl FnOnce(&mut LogContext)) {
     if let Ok(mut c) = context().lock() {
+        let before = c.clone();
         f(&mut c);
+        if let Some(span) = ROOT_SPAN.get() {
+            record_changes(span, Some(&before), &c);
+        }
+    }
+}
+
+/// Records on the journald span the fields of `now` that differ from `before` (all of them
+/// without `before`): journald keeps every recorded value, so nothing is recorded twice.
+fn record_changes(span: &tracing::Span, before: Option<&LogContext>, now: &LogContext) {
+    let changed = |f: fn(&LogContext) -> String| before.is_none_or(|b| f(b) != f(now));
+    if !now.action.is_empty() && changed(|c| c.action.clone()) {
+        span.record("action", now.action.as_str());
+    }
+    if let Some(v) = now.vm_id.filter(|_| changed(|c| format!("{:?}", c.vm_id))) {
+        span.record("vm_id", v);
+    }
+    if let Some(v) = now
+        .image_id
+        .filter(|_| changed(|c| format!("{:?}", c.image_id)))
+    {
+        span.record("image_id", v);
+    }
+    if let Some(v) = now
+        .datastore_id
+        .filter(|_| changed(|c| format!("{:?}", c.datastore_id)))
+    {
+        span.record("datastore_id", v);
+    }
+    if let Some(v) = now
+        .host
+        .as_ref()
+        .filter(|_| changed(|c| format!("{:?}", c.host)))
+    {
+        span.record("host", v.as_str());
     }
 }
 
@@ -61,17 +102,38 @@ pub fn init(level: &str, journald: bool) {
         })
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let journal = if journald && std::path::Path::new("/run/systemd/journal/socket").exists() {
-        tracing_journald::layer()
-            .ok()
-            .map(|l| l.with_syslog_identifier("one-bsud".into()))
+        tracing_journald::layer().ok().map(|l| {
+            // Unprefixed, so the context fields are ACTION, VM_ID… as documented.
+            l.with_syslog_identifier("one-bsud".into())
+                .with_field_prefix(None)
+        })
     } else {
         None
     };
-    let _ = tracing_subscriber::registry()
+    let with_journal = journal.is_some();
+    let installed = tracing_subscriber::registry()
         .with(filter)
         .with(StderrLayer)
         .with(journal.map(|j| j.with_filter(tracing_subscriber::filter::LevelFilter::INFO)))
-        .try_init();
+        .try_init()
+        .is_ok();
+    if installed && with_journal {
+        // At ERROR level so that no log level filters it out (a span prints nothing itself).
+        let span = tracing::error_span!(
+            "one_bsud",
+            action = tracing::field::Empty,
+            vm_id = tracing::field::Empty,
+            image_id = tracing::field::Empty,
+            datastore_id = tracing::field::Empty,
+            host = tracing::field::Empty
+        );
+        // Entered for the life of the process: one process is one action.
+        std::mem::forget(span.clone().entered());
+        if let Ok(c) = context().lock() {
+            record_changes(&span, None, &c);
+        }
+        let _ = ROOT_SPAN.set(span);
+    }
 }
 
 /// The one-line form of an event for stderr.
