@@ -7,5 +7,6 @@ pub mod cloud;
 pub mod hostview;
 pub mod lvfs;
 pub mod one;
+pub mod rk;
 pub mod ssh;
 pub mod testbed;

@@ -302,3 +302,35 @@ pub fn testbed(hosts: &[&str], delay_ms: u64) -> bsud::sim::testbed::Testbed {
     .collect();
     bsud::sim::testbed::Testbed::start(o).expect("testbed starts")
 }
+
+/// A testbed of the given tier (the real-kernel tier starts QEMU guests).
+pub fn testbed_tier(
+    hosts: &[&str],
+    delay_ms: u64,
+    tier: bsud::sim::testbed::Tier,
+) -> bsud::sim::testbed::Testbed {
+    let mut o = bsud::sim::testbed::TestbedOpts::new(
+        env!("CARGO_BIN_EXE_bsud-sim"),
+        env!("CARGO_BIN_EXE_one-bsud"),
+    );
+    o.hosts = hosts.iter().map(|h| h.to_string()).collect();
+    o.tier = tier;
+    let d = delay_ms.to_string();
+    o.serve_args = [
+        "--create-delay-ms",
+        &d,
+        "--attach-delay-ms",
+        &d,
+        "--detach-delay-ms",
+        &d,
+        "--delete-delay-ms",
+        &d,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    match bsud::sim::testbed::Testbed::start(o) {
+        Ok(tb) => tb,
+        Err(e) => panic!("testbed ({tier:?}) does not start: {e:#}"),
+    }
+}
