@@ -41,6 +41,11 @@ fn rk_guest_links_volumes_and_runs_the_agent() {
     assert!(kernel.trim_end().ends_with("cloud-amd64"), "{kernel}");
     let meta = sh(&tb, "kvm1", "/opt/bsud/one-bsud host identity");
     assert!(meta.contains(&vm), "{meta}");
+    for script in ["true", "/opt/bsud/one-bsud --version", "lvs", "lvm version"] {
+        let t = Instant::now();
+        sh(&tb, "kvm1", script);
+        eprintln!("TIMING {script}: {:.2}s", t.elapsed().as_secs_f64());
+    }
     let c = cloud(&tb);
     let v = c
         .create_volume(&VolumeSpec {

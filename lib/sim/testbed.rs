@@ -214,6 +214,23 @@ impl Testbed {
         self.hosts.iter().find(|h| h.name == name)
     }
 
+    /// Kills a real-kernel host's QEMU now (the "host died" fault: no shutdown, no flush);
+    /// its volumes stay linked in the cloud until something unlinks them.
+    pub fn kill_guest(&mut self, name: &str) -> anyhow::Result<()> {
+        let h = self
+            .hosts
+            .iter_mut()
+            .find(|h| h.name == name)
+            .with_context(|| format!("no host {name}"))?;
+        match &mut h.guest {
+            Some(g) => {
+                g.kill();
+                Ok(())
+            }
+            None => anyhow::bail!("{name} is not a QEMU guest"),
+        }
+    }
+
     /// The frontend's view.
     pub fn frontend(&self) -> &HostView {
         self.frontend
