@@ -1753,3 +1753,93 @@ fn rk_kill_host_then_adopt() {
     lvs.sort();
     assert_eq!(lvs, ["vg-one-101/lv-one-5-0", "vg-one-101/lv-one-5-1"]);
 }
+
+/// Benchmark (not run by default: `scripts/bench-rk-clone`): on the real-kernel tier, the
+/// thick `CLONE` of a sparse image of each size in `BENCH_RK_SIZES_GIB` (default `1,10`)
+/// holding 16 MiB of data at its start, kvm1's image drive → a VM disk on kvm1's system
+/// drive (growth of both drives included); prints one BENCH line per size.
+#[test]
+#[ignore = "benchmark: run with scripts/bench-rk-clone"]
+fn rk_bench_clone_vs_image_size() {
+    let sizes: Vec<u64> = std::env::var("BENCH_RK_SIZES_GIB")
+        .unwrap_or_else(|_| "1,10".into())
+        .split(',')
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    let bed = Bed::on(Tier::Rk);
+    // A thick clone reads every byte of the image (~0.2 GB/s under TCG): 100 GiB needs more
+    // than the testbed's 300 s transfer deadline.
+    let text = std::fs::read_to_string(&bed.config).unwrap();
+    let longer = text.replace("transfer = 300", "transfer = 7200");
+    assert_ne!(
+        text, longer,
+        "the testbed configuration names the transfer deadline"
+    );
+    std::fs::write(&bed.config, longer).unwrap();
+    for (i, gib) in sizes.iter().enumerate() {
+        let id = 20 + i as i64;
+        let vm = 30 + i as i64;
+        let st = bed.storage();
+        let d = st.drive_by_id("kvm1", 100).unwrap();
+        let lv = format!("img-one-{id}");
+        let t = std::time::Instant::now();
+        st.allocate(
+            &d,
+            &lv,
+            gib << 30,
+            &[&format!("one.image={id}"), "one.bsud.state=ready"],
+        )
+        .unwrap();
+        let alloc = t.elapsed().as_secs_f64();
+        let data = pattern(7, 16 * MIB);
+        bed.lv("kvm1", 100, &lv).write_at(0, &data);
+        bed.put_vm(&VmSpec {
+            id: vm,
+            state: 3,
+            lcm_state: 3,
+            disks: vec![DiskSpec::image(
+                0,
+                id,
+                100,
+                &format!("kvm1:vg-one-100/{lv}"),
+                gib << 10,
+                false,
+            )],
+            history: vec![("kvm1".into(), 101)],
+        });
+        let t = std::time::Instant::now();
+        bed.ok(&format!(
+            "CLONE bsud kvm1:vg-one-100/{lv} {} {vm} 100",
+            dk("kvm1", 101, vm, 0)
+        ));
+        let clone = t.elapsed().as_secs_f64();
+        let head = bed.guest_sh(
+            "kvm1",
+            &format!(
+                "dd if={} bs=1M count=16 status=none | md5sum",
+                bed.at("kvm1", &disk_path(101, vm, 0)).quoted()
+            ),
+            Vec::new(),
+        );
+        let local = Command::new("md5sum")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                std::io::Write::write_all(&mut c.stdin.take().unwrap(), &data)?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&head)[..32],
+            String::from_utf8_lossy(&local.stdout)[..32],
+            "clone head"
+        );
+        println!(
+            "BENCH rk thick clone {gib} GiB image (16 MiB data): {clone:.1}s (image allocate {alloc:.1}s)"
+        );
+        bed.ok(&format!("DELETE bsud {} {vm} 100", dk("kvm1", 101, vm, 0)));
+        bed.ok(&format!("DELETE bsud {} {vm} 101", dir("kvm1", 101, vm)));
+        bed.remove_image(id);
+    }
+}

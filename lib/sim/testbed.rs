@@ -319,14 +319,7 @@ impl Testbed {
     /// Runs `script` on host `name` through the configured ssh command (real OpenSSH on the
     /// real-kernel tier: the script runs as root in the guest).
     pub fn host_sh(&self, name: &str, script: &str) -> anyhow::Result<exec::Output> {
-        let cmd = self.ssh_command();
-        Ok(exec::run(
-            &Cmd::new(&cmd[0])
-                .args(&cmd[1..])
-                .arg(name)
-                .arg(script)
-                .timeout(Duration::from_secs(600)),
-        )?)
+        self.host_sh_stdin(name, script, Vec::new())
     }
 
     /// Like [`Testbed::host_sh`] with bytes on the script's stdin.
