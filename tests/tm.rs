@@ -521,6 +521,16 @@ impl At<'_> {
         }
     }
 
+    /// Creates or replaces the file with `data`.
+    fn put(&self, data: &[u8]) {
+        match self.local() {
+            Some(p) => std::fs::write(&p, data).unwrap(),
+            None => {
+                self.sh(&format!("gzip -dc > {}", self.quoted()), gzip("-1c", data));
+            }
+        }
+    }
+
     fn exists(&self) -> bool {
         match self.local() {
             Some(p) => p.symlink_metadata().is_ok(),
@@ -798,8 +808,8 @@ fn deploy_poweroff_terminate(bed: &Bed) {
 fn lifecycle_stop_resume() {
     let bed = Bed::new();
     let m = deployed(&bed, 0, "kvm1", 101);
-    let ckpt = bed.path("kvm1", &format!("{DSL}/101/0/checkpoint"));
-    std::fs::write(&ckpt, pattern(5, 3 * MIB)).unwrap();
+    let ckpt = bed.at("kvm1", &format!("{DSL}/101/0/checkpoint"));
+    ckpt.put(&pattern(5, 3 * MIB));
     let lvs_before = bed.vm_lvs("kvm1", 0);
     bed.all(&mv_lines(0, ("kvm1", 101), (FE, 101)));
     // Parked: LVs untouched on kvm1, markers and checkpoint on the frontend, host dir gone.
@@ -822,7 +832,7 @@ fn lifecycle_stop_resume() {
         dk("kvm1", 101, 0, 4)
     ));
     assert!(!bed.at(FE, &format!("{DSL}/101/0")).exists());
-    assert_eq!(std::fs::read(&ckpt).unwrap(), pattern(5, 3 * MIB));
+    assert_eq!(ckpt.read(), pattern(5, 3 * MIB));
     m.check(&bed, "kvm1", 101, "after resume");
     assert_eq!(
         bed.vm_lvs("kvm1", 0),
@@ -871,7 +881,7 @@ fn lifecycle_undeploy_resume_on_other_host_and_datastore() {
 fn lifecycle_cold_migrate() {
     let bed = Bed::new();
     let mut m = deployed(&bed, 0, "kvm1", 101);
-    std::fs::write(bed.path("kvm1", &format!("{DSL}/101/0/checkpoint")), b"ram").unwrap();
+    bed.at("kvm1", &format!("{DSL}/101/0/checkpoint")).put(b"ram");
     for (i, (from, to)) in [
         (("kvm1", 101), ("kvm2", 101)),
         (("kvm2", 101), ("kvm2", 102)),
@@ -888,7 +898,7 @@ fn lifecycle_cold_migrate() {
         ));
         m.check(&bed, to.0, to.1, &format!("migration {i}"));
         assert_eq!(
-            std::fs::read(bed.path(to.0, &format!("{DSL}/{}/0/checkpoint", to.1))).unwrap(),
+            bed.at(to.0, &format!("{DSL}/{}/0/checkpoint", to.1)).read(),
             b"ram"
         );
         assert!(!bed.at(from.0, &format!("{DSL}/{}/0", from.1)).exists());
@@ -956,7 +966,7 @@ fn lifecycle_live_migrate() {
     m.check(&bed, "kvm1", 101, "source during migration");
     // libvirt copies the storage: simulate it.
     for (n, want) in &m.disks {
-        bed.write_file(&bed.path("kvm2", &disk_path(101, 0, *n)), 0, want);
+        bed.at("kvm2", &disk_path(101, 0, *n)).write_at(0, want);
     }
     bed.ok_stdin(&format!("POSTMIGRATE bsud {args}"), stdin.as_bytes());
     m.check(&bed, "kvm2", 101, "after live migration");
@@ -1082,8 +1092,7 @@ fn lifecycle_hotplug() {
         six.len() == 64 * MIB && six.iter().all(|b| *b == 0),
         "raw volatile disk reads zeros"
     );
-    let p7 = bed.path("kvm1", &disk_path(101, 0, 7));
-    bed.write_file(&p7, MIB as u64, &pattern(70, MIB));
+    bed.at("kvm1", &disk_path(101, 0, 7)).write_at(MIB as u64, &pattern(70, MIB));
     let seven = read_disk(&bed, "kvm1", 101, 0, 7);
     // Detach (VMM first, then the TM epilog line).
     bed.ok(&tl("DELETE.bsud", dk("kvm1", 101, 0, 5), "0 100"));
@@ -1322,7 +1331,7 @@ fn tm_crash_at_every_step_converges() {
     crash(&lines[2], "mkimage:allocated");
     bed.all(&lines[3..]);
     let mut m = Model::capture(&bed, "kvm1", 101, 0, &[0, 1, 2, 3]);
-    assert_eq!(blkid(&bed.path("kvm1", &disk_path(101, 0, 2))), "ext4");
+    assert_eq!(bed.at("kvm1", &disk_path(101, 0, 2)).blkid(), "ext4");
     m.write(&bed, ("kvm1", 101), 0, 0, MIB, 80);
     // Stop: crash after parking each disk, after copying the directory.
     let stop = mv_lines(0, ("kvm1", 101), (FE, 101));
