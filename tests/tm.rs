@@ -19,7 +19,7 @@ use bsud::config::{Config, Env};
 use bsud::drive::storage::Storage;
 use bsud::host::client::HostClient;
 use bsud::sim::one::{b64, DatastoreSpec, DiskSpec, VmSpec};
-use bsud::sim::testbed::{Testbed, TestbedOpts};
+use bsud::sim::testbed::{Testbed, TestbedOpts, Tier};
 use support::{Install, Kind};
 
 const FE: &str = "frontend";
@@ -52,11 +52,17 @@ fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
 }
 
 impl Bed {
+    /// A bed on the tier `BSUD_TIER` names (simulated hosts by default).
     fn new() -> Bed {
+        Bed::on(Tier::from_env().unwrap())
+    }
+
+    fn on(tier: Tier) -> Bed {
         let mut o = TestbedOpts::new(
             env!("CARGO_BIN_EXE_bsud-sim"),
             env!("CARGO_BIN_EXE_one-bsud"),
         );
+        o.tier = tier;
         o.serve_args = [
             "--create-delay-ms",
             "5",
@@ -70,7 +76,8 @@ impl Bed {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let tb = Testbed::start(o).expect("testbed starts");
+        // Fails loudly (never skips) when the real-kernel tier cannot start.
+        let tb = Testbed::start(o).unwrap_or_else(|e| panic!("testbed ({tier:?}) starts: {e:#}"));
         let install = Install::new();
         // The testbed's configuration plus where the other transfer managers live.
         let text = std::fs::read_to_string(tb.config_path()).unwrap();
@@ -174,7 +181,11 @@ impl Bed {
 
     #[track_caller]
     fn ok_stdin(&self, line: &str, stdin: &[u8]) {
+        let t = std::time::Instant::now();
         let r = self.line_env(line, stdin, &[]);
+        if std::env::var_os("TM_TIMING").is_some() {
+            eprintln!("TIMING {line}: {:.1}s", t.elapsed().as_secs_f64());
+        }
         assert_eq!(r.code, Some(0), "{line}\n{}", r.stderr);
         assert_eq!(r.stdout, "", "{line}: TM actions print nothing");
     }
@@ -201,7 +212,7 @@ impl Bed {
         )
         .unwrap();
         let data = pattern(seed, mib * MIB);
-        self.write_file(&self.lv_file("kvm1", 100, &lv), 0, &data);
+        self.lv("kvm1", 100, &lv).write_at(0, &data);
         data
     }
 
@@ -232,14 +243,24 @@ impl Bed {
             .join(bsud::one::normalize_path(p).trim_start_matches('/'))
     }
 
+    /// LV `lv` of datastore `ds`'s drive on `host`.
+    fn lv(&self, host: &str, ds: i64, lv: &str) -> At<'_> {
+        self.at(host, &format!("/dev/vg-one-{ds}/{lv}"))
+    }
+
+    /// File `p` (a path oned names, or an LV's `/dev/<vg>/<lv>`) on `host`.
+    fn at(&self, host: &str, p: &str) -> At<'_> {
+        At {
+            bed: self,
+            host: host.to_string(),
+            path: bsud::one::normalize_path(p),
+        }
+    }
+
     fn lv_file(&self, host: &str, ds: i64, lv: &str) -> PathBuf {
-        self.tb
-            .host(host)
-            .unwrap()
-            .view
-            .lv_dir()
-            .join(format!("vg-one-{ds}"))
-            .join(lv)
+        self.lv(host, ds, lv)
+            .local()
+            .expect("a simulated host's LV is a local file")
     }
 
     fn write_file(&self, p: &Path, off: u64, data: &[u8]) {
@@ -248,18 +269,34 @@ impl Bed {
         f.sync_all().unwrap();
     }
 
+    /// Runs `script` on a real-kernel host; its stdout.
+    #[track_caller]
+    fn guest_sh(&self, host: &str, script: &str, stdin: Vec<u8>) -> Vec<u8> {
+        self.tb
+            .host_sh_stdin(host, script, stdin)
+            .unwrap_or_else(|e| panic!("{host}: {script}: {e:#}"))
+            .stdout
+    }
+
     /// (vg, lv, tags) of every LV on `host`.
     fn lvs(&self, host: &str) -> Vec<(String, String, String)> {
-        let out = bsud::exec::run(&self.tb.host(host).unwrap().view.cmd("lvs").args([
+        let args = [
+            "lvs",
             "--noheadings",
             "--separator",
             "|",
             "-o",
             "vg_name,lv_name,lv_tags",
-        ]))
-        .unwrap();
-        out.stdout_str()
-            .lines()
+        ];
+        let text = if self.tb.tier() == Tier::Rk {
+            let script = bsud::exec::ssh::quote_words(&args).unwrap();
+            String::from_utf8(self.guest_sh(host, &script, Vec::new())).unwrap()
+        } else {
+            bsud::exec::run(&self.tb.host(host).unwrap().view.cmd("lvs").args(&args[1..]))
+                .unwrap()
+                .stdout_str()
+        };
+        text.lines()
             .filter(|l| !l.trim().is_empty())
             .map(|l| {
                 let p: Vec<&str> = l.trim().split('|').collect();
@@ -369,11 +406,8 @@ impl Model {
         seed: u8,
     ) {
         let data = pattern(seed, len);
-        bed.write_file(
-            &bed.path(host, &disk_path(ds, self.vm, n)),
-            off as u64,
-            &data,
-        );
+        bed.at(host, &disk_path(ds, self.vm, n))
+            .write_at(off as u64, &data);
         let e = self.disks.get_mut(&n).unwrap();
         e[off..off + len].copy_from_slice(&data);
     }
@@ -398,10 +432,9 @@ fn disk_path(ds: i64, vm: i64, n: u32) -> String {
 }
 
 fn read_disk(bed: &Bed, host: &str, ds: i64, vm: i64, n: u32) -> Vec<u8> {
-    let p = bed.path(host, &disk_path(ds, vm, n));
-    let md = std::fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    assert!(md.file_type().is_symlink(), "{} is not a link", p.display());
-    std::fs::read(&p).unwrap()
+    let f = bed.at(host, &disk_path(ds, vm, n));
+    assert!(f.is_symlink(), "{host}:{} is not a link", f.path);
+    f.read()
 }
 
 fn blkid(p: &Path) -> String {
@@ -411,6 +444,159 @@ fn blkid(p: &Path) -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A file as a host sees it: local on the frontend and on simulated hosts (through the
+/// host's root, LVs through its lvfs), over real ssh inside a real-kernel guest (compressed
+/// both ways: ssh crypto under TCG moves ~8 MB/s, and test patterns compress well).
+struct At<'a> {
+    bed: &'a Bed,
+    host: String,
+    path: String,
+}
+
+impl At<'_> {
+    /// The local file, `None` inside a guest.
+    fn local(&self) -> Option<PathBuf> {
+        if self.host == FE {
+            return Some(self.bed.path(FE, &self.path));
+        }
+        if self.bed.tb.tier() == Tier::Rk {
+            return None;
+        }
+        let view = &self.bed.tb.host(&self.host).unwrap().view;
+        Some(match self.path.strip_prefix("/dev/") {
+            Some(lv) => view.lv_dir().join(lv),
+            None => self.bed.path(&self.host, &self.path),
+        })
+    }
+
+    fn quoted(&self) -> String {
+        bsud::exec::ssh::quote_words(&[&self.path]).unwrap()
+    }
+
+    fn sh(&self, script: &str, stdin: Vec<u8>) -> Vec<u8> {
+        self.bed.guest_sh(&self.host, script, stdin)
+    }
+
+    /// `test <flag> <path>`.
+    fn test(&self, flag: &str) -> bool {
+        self.sh(
+            &format!("if test {flag} {}; then echo y; fi", self.quoted()),
+            Vec::new(),
+        ) == b"y\n"
+    }
+
+    fn read(&self) -> Vec<u8> {
+        match self.local() {
+            Some(p) => std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+            None => gzip(
+                "-dc",
+                &self.sh(&format!("gzip -1 -c < {}", self.quoted()), Vec::new()),
+            ),
+        }
+    }
+
+    fn write_at(&self, off: u64, data: &[u8]) {
+        match self.local() {
+            Some(p) => self.bed.write_file(&p, off, data),
+            None => {
+                self.sh(
+                    &format!(
+                        "gzip -dc | dd of={} bs=1M iflag=fullblock oflag=seek_bytes seek={off} \
+                         conv=notrunc,fsync status=none",
+                        self.quoted()
+                    ),
+                    gzip("-1c", data),
+                );
+            }
+        }
+    }
+
+    /// Creates or replaces the file with `data`.
+    fn put(&self, data: &[u8]) {
+        match self.local() {
+            Some(p) => std::fs::write(&p, data).unwrap(),
+            None => {
+                self.sh(&format!("gzip -dc > {}", self.quoted()), gzip("-1c", data));
+            }
+        }
+    }
+
+    fn exists(&self) -> bool {
+        match self.local() {
+            Some(p) => p.symlink_metadata().is_ok(),
+            None => self.test("-e") || self.test("-L"),
+        }
+    }
+
+    fn is_symlink(&self) -> bool {
+        match self.local() {
+            Some(p) => p
+                .symlink_metadata()
+                .is_ok_and(|m| m.file_type().is_symlink()),
+            None => self.test("-L"),
+        }
+    }
+
+    fn is_file(&self) -> bool {
+        match self.local() {
+            Some(p) => p.symlink_metadata().is_ok_and(|m| m.file_type().is_file()),
+            None => self.test("-f") && !self.test("-L"),
+        }
+    }
+
+    /// The file system or swap signature (`blkid -p`).
+    fn blkid(&self) -> String {
+        match self.local() {
+            Some(p) => blkid(&p),
+            None => String::from_utf8_lossy(&self.sh(
+                &format!("blkid -p -o value -s TYPE {} || true", self.quoted()),
+                Vec::new(),
+            ))
+            .trim()
+            .to_string(),
+        }
+    }
+
+    /// Names in the directory, `None` when it does not exist.
+    fn list(&self) -> Option<Vec<String>> {
+        match self.local() {
+            Some(p) => std::fs::read_dir(&p).ok().map(|rd| {
+                rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            }),
+            None => {
+                let out = self.sh(
+                    &format!(
+                        "if test -d {p}; then echo y; ls -A {p}; fi",
+                        p = self.quoted()
+                    ),
+                    Vec::new(),
+                );
+                let text = String::from_utf8(out).unwrap();
+                let mut lines = text.lines();
+                (lines.next() == Some("y")).then(|| lines.map(str::to_string).collect())
+            }
+        }
+    }
+}
+
+/// `gzip <flags>` over `data` (the host's gzip; the guest has the same).
+fn gzip(flags: &str, data: &[u8]) -> Vec<u8> {
+    let mut child = Command::new("gzip")
+        .arg(flags)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    let data = data.to_vec();
+    let w = std::thread::spawn(move || std::io::Write::write_all(&mut pipe, &data));
+    let out = child.wait_with_output().unwrap();
+    w.join().unwrap().unwrap();
+    assert!(out.status.success(), "gzip {flags}");
+    out.stdout
 }
 
 /// The main VM of the traces: persistent image 2 (disk 0), non-persistent image 0 (disk 1,
@@ -502,9 +688,9 @@ fn deployed(bed: &Bed, vm: i64, host: &str, ds: i64) -> Model {
         m.disks[&1][16 * MIB..].iter().all(|b| *b == 0),
         "the grown tail reads zeros"
     );
-    let p = |n| bed.path(host, &disk_path(ds, vm, n));
-    assert_eq!(blkid(&p(2)), "ext4");
-    assert_eq!(blkid(&p(3)), "swap");
+    let p = |n| bed.at(host, &disk_path(ds, vm, n));
+    assert_eq!(p(2).blkid(), "ext4");
+    assert_eq!(p(3).blkid(), "swap");
     check_context(bed, host, ds, vm);
     m.write(bed, (host, ds), 0, 3 * MIB, MIB, 10);
     m.write(bed, (host, ds), 1, 20 * MIB, 2 * MIB, 11);
@@ -515,10 +701,9 @@ fn deployed(bed: &Bed, vm: i64, host: &str, ds: i64) -> Model {
 }
 
 fn check_context(bed: &Bed, host: &str, ds: i64, vm: i64) {
-    let p = bed.path(host, &disk_path(ds, vm, 4));
-    let md = std::fs::symlink_metadata(&p).unwrap();
-    assert!(md.file_type().is_file(), "context disk is a regular file");
-    let iso = std::fs::read(&p).unwrap();
+    let p = bed.at(host, &disk_path(ds, vm, 4));
+    assert!(p.is_file(), "context disk is a regular file");
+    let iso = p.read();
     assert_eq!(&iso[0x8028..0x802F], b"CONTEXT");
     assert!(String::from_utf8_lossy(&iso).contains(&format!("VMID='{vm}'")));
 }
@@ -535,8 +720,8 @@ fn assert_vm_gone(bed: &Bed, vm: i64) {
     }
     for h in ["kvm1", "kvm2", FE] {
         for ds in [101, 102] {
-            let d = bed.path(h, &format!("{DSL}/{ds}/{vm}"));
-            assert!(!d.exists(), "{} left", d.display());
+            let d = bed.at(h, &format!("{DSL}/{ds}/{vm}"));
+            assert!(!d.exists(), "{h}:{} left", d.path);
         }
     }
 }
@@ -558,16 +743,10 @@ fn assert_nothing_left(bed: &Bed) {
         vols.iter().map(|v| (&v.id, &v.tags)).collect::<Vec<_>>()
     );
     for h in ["kvm1", "kvm2", FE] {
-        let root = bed.path(h, DSL);
-        if let Ok(rd) = std::fs::read_dir(&root) {
-            for ds in rd {
-                let ds = ds.unwrap().path();
-                let left: Vec<String> = std::fs::read_dir(&ds)
-                    .unwrap()
-                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                    .collect();
-                assert!(left.is_empty(), "{}: {left:?} left", ds.display());
-            }
+        for ds in bed.at(h, DSL).list().unwrap_or_default() {
+            let d = bed.at(h, &format!("{DSL}/{ds}"));
+            let left: Vec<String> = d.list().unwrap_or_default();
+            assert!(left.is_empty(), "{h}:{}: {left:?} left", d.path);
         }
     }
 }
@@ -580,23 +759,33 @@ fn assert_nothing_left(bed: &Bed) {
 /// shrunk to nothing once the images go.
 #[test]
 fn lifecycle_deploy_poweroff_terminate() {
-    let bed = Bed::new();
-    let m = deployed(&bed, 0, "kvm1", 101);
+    deploy_poweroff_terminate(&Bed::new());
+}
+
+/// The same lifecycle on the real-kernel tier (QEMU guests: real device-mapper, activation,
+/// udev, OpenSSH), whatever `BSUD_TIER` says.
+#[test]
+fn rk_lifecycle() {
+    deploy_poweroff_terminate(&Bed::on(Tier::Rk));
+}
+
+fn deploy_poweroff_terminate(bed: &Bed) {
+    let m = deployed(bed, 0, "kvm1", 101);
     // Poweroff calls no TM action; resume re-runs CONTEXT only.
     let ctx = bed.context_file(0);
     bed.ok(&format!(
         "CONTEXT bsud {ctx} {} 0 101",
         dk("kvm1", 101, 0, 4)
     ));
-    m.check(&bed, "kvm1", 101, "after resume from poweroff");
+    m.check(bed, "kvm1", 101, "after resume from poweroff");
     bed.all(&terminate_lines(0, "kvm1", 101));
-    assert_vm_gone(&bed, 0);
+    assert_vm_gone(bed, 0);
     // Image 2 holds what the VM wrote on its persistent disk.
-    let img = std::fs::read(bed.lv_file("kvm1", 100, "img-one-2")).unwrap();
+    let img = bed.lv("kvm1", 100, "img-one-2").read();
     assert!(img == m.disks[&0], "persistent disk saved into image 2");
     bed.remove_image(0);
     bed.remove_image(2);
-    assert_nothing_left(&bed);
+    assert_nothing_left(bed);
 }
 
 /// Stop (VMM save writes a checkpoint) → the disks stay on kvm1's drive, parked; the
@@ -605,13 +794,13 @@ fn lifecycle_deploy_poweroff_terminate() {
 fn lifecycle_stop_resume() {
     let bed = Bed::new();
     let m = deployed(&bed, 0, "kvm1", 101);
-    let ckpt = bed.path("kvm1", &format!("{DSL}/101/0/checkpoint"));
-    std::fs::write(&ckpt, pattern(5, 3 * MIB)).unwrap();
+    let ckpt = bed.at("kvm1", &format!("{DSL}/101/0/checkpoint"));
+    ckpt.put(&pattern(5, 3 * MIB));
     let lvs_before = bed.vm_lvs("kvm1", 0);
     bed.all(&mv_lines(0, ("kvm1", 101), (FE, 101)));
     // Parked: LVs untouched on kvm1, markers and checkpoint on the frontend, host dir gone.
     assert_eq!(bed.vm_lvs("kvm1", 0), lvs_before);
-    assert!(!bed.path("kvm1", &format!("{DSL}/101/0")).exists());
+    assert!(!bed.at("kvm1", &format!("{DSL}/101/0")).exists());
     let marker = std::fs::read_to_string(bed.path(FE, &disk_path(101, 0, 1))).unwrap();
     assert!(
         marker.contains("\"host\":\"kvm1\"") && marker.contains("lv-one-0-1"),
@@ -628,8 +817,8 @@ fn lifecycle_stop_resume() {
         "CONTEXT bsud {ctx} {} 0 101",
         dk("kvm1", 101, 0, 4)
     ));
-    assert!(!bed.path(FE, &format!("{DSL}/101/0")).exists());
-    assert_eq!(std::fs::read(&ckpt).unwrap(), pattern(5, 3 * MIB));
+    assert!(!bed.at(FE, &format!("{DSL}/101/0")).exists());
+    assert_eq!(ckpt.read(), pattern(5, 3 * MIB));
     m.check(&bed, "kvm1", 101, "after resume");
     assert_eq!(
         bed.vm_lvs("kvm1", 0),
@@ -661,7 +850,7 @@ fn lifecycle_undeploy_resume_on_other_host_and_datastore() {
         "moved, not copied"
     );
     assert_eq!(bed.vm_lvs("kvm2", 0).len(), 4);
-    assert!(!bed.path(FE, &format!("{DSL}/101/0")).exists());
+    assert!(!bed.at(FE, &format!("{DSL}/101/0")).exists());
     m.write(&bed, ("kvm2", 102), 1, 0, MIB, 21);
     // Stop on kvm2/102, resume on kvm1/101.
     bed.all(&mv_lines(0, ("kvm2", 102), (FE, 102)));
@@ -678,7 +867,8 @@ fn lifecycle_undeploy_resume_on_other_host_and_datastore() {
 fn lifecycle_cold_migrate() {
     let bed = Bed::new();
     let mut m = deployed(&bed, 0, "kvm1", 101);
-    std::fs::write(bed.path("kvm1", &format!("{DSL}/101/0/checkpoint")), b"ram").unwrap();
+    bed.at("kvm1", &format!("{DSL}/101/0/checkpoint"))
+        .put(b"ram");
     for (i, (from, to)) in [
         (("kvm1", 101), ("kvm2", 101)),
         (("kvm2", 101), ("kvm2", 102)),
@@ -695,10 +885,10 @@ fn lifecycle_cold_migrate() {
         ));
         m.check(&bed, to.0, to.1, &format!("migration {i}"));
         assert_eq!(
-            std::fs::read(bed.path(to.0, &format!("{DSL}/{}/0/checkpoint", to.1))).unwrap(),
+            bed.at(to.0, &format!("{DSL}/{}/0/checkpoint", to.1)).read(),
             b"ram"
         );
-        assert!(!bed.path(from.0, &format!("{DSL}/{}/0", from.1)).exists());
+        assert!(!bed.at(from.0, &format!("{DSL}/{}/0", from.1)).exists());
         let left: Vec<String> = bed
             .vm_lvs(from.0, 0)
             .into_iter()
@@ -763,12 +953,12 @@ fn lifecycle_live_migrate() {
     m.check(&bed, "kvm1", 101, "source during migration");
     // libvirt copies the storage: simulate it.
     for (n, want) in &m.disks {
-        bed.write_file(&bed.path("kvm2", &disk_path(101, 0, *n)), 0, want);
+        bed.at("kvm2", &disk_path(101, 0, *n)).write_at(0, want);
     }
     bed.ok_stdin(&format!("POSTMIGRATE bsud {args}"), stdin.as_bytes());
     m.check(&bed, "kvm2", 101, "after live migration");
     assert_eq!(bed.vm_lvs("kvm1", 0), Vec::<String>::new());
-    assert!(!bed.path("kvm1", &format!("{DSL}/101/0")).exists());
+    assert!(!bed.at("kvm1", &format!("{DSL}/101/0")).exists());
     let calls = std::fs::read_to_string(&log).unwrap();
     assert!(
         calls.contains(&format!(
@@ -785,7 +975,7 @@ fn lifecycle_live_migrate() {
     assert_eq!(bed.vm_lvs("kvm1", 0).len(), 5);
     bed.ok_stdin(&format!("FAILMIGRATE bsud {back}"), stdin.as_bytes());
     assert_eq!(bed.vm_lvs("kvm1", 0), Vec::<String>::new());
-    assert!(!bed.path("kvm1", &format!("{DSL}/101/0")).exists());
+    assert!(!bed.at("kvm1", &format!("{DSL}/101/0")).exists());
     m.check(&bed, "kvm2", 101, "after failed migration");
     // Called with a 6th argument, we never call other TMs.
     let before = std::fs::read_to_string(&log).unwrap();
@@ -816,14 +1006,14 @@ fn lifecycle_disk_saveas() {
         dk("kvm1", 101, 0, 1),
         "kvm1:vg-one-100/img-one-3 -1 0 100",
     ));
-    assert!(std::fs::read(bed.lv_file("kvm1", 100, "img-one-3")).unwrap() == m.disks[&1]);
+    assert!(bed.lv("kvm1", 100, "img-one-3").read() == m.disks[&1]);
     // Image 4 does not exist yet: cpds makes it.
     bed.ok(&tl(
         "CPDS",
         dk("kvm1", 101, 0, 1),
         "kvm1:vg-one-100/img-one-4 0 0 100",
     ));
-    assert!(std::fs::read(bed.lv_file("kvm1", 100, "img-one-4")).unwrap() == snap_state);
+    assert!(bed.lv("kvm1", 100, "img-one-4").read() == snap_state);
     // From a stopped VM, with the disk parked on kvm1.
     bed.all(&mv_lines(0, ("kvm1", 101), (FE, 101)));
     bed.image(6, 16, 0);
@@ -832,7 +1022,7 @@ fn lifecycle_disk_saveas() {
         dk(FE, 101, 0, 0),
         "kvm1:vg-one-100/img-one-6 -1 0 100",
     ));
-    assert!(std::fs::read(bed.lv_file("kvm1", 100, "img-one-6")).unwrap() == m.disks[&0]);
+    assert!(bed.lv("kvm1", 100, "img-one-6").read() == m.disks[&0]);
     // Terminate from stopped: frontend paths.
     let fe_term: Vec<String> = terminate_lines(0, FE, 101);
     bed.all(&fe_term);
@@ -889,8 +1079,8 @@ fn lifecycle_hotplug() {
         six.len() == 64 * MIB && six.iter().all(|b| *b == 0),
         "raw volatile disk reads zeros"
     );
-    let p7 = bed.path("kvm1", &disk_path(101, 0, 7));
-    bed.write_file(&p7, MIB as u64, &pattern(70, MIB));
+    bed.at("kvm1", &disk_path(101, 0, 7))
+        .write_at(MIB as u64, &pattern(70, MIB));
     let seven = read_disk(&bed, "kvm1", 101, 0, 7);
     // Detach (VMM first, then the TM epilog line).
     bed.ok(&tl("DELETE.bsud", dk("kvm1", 101, 0, 5), "0 100"));
@@ -900,9 +1090,9 @@ fn lifecycle_hotplug() {
         dk("kvm1", 101, 0, 7),
         "kvm1:vg-one-100/img-one-7 0 100",
     ));
-    assert!(std::fs::read(bed.lv_file("kvm1", 100, "img-one-7")).unwrap() == seven);
+    assert!(bed.lv("kvm1", 100, "img-one-7").read() == seven);
     for n in [5, 6, 7] {
-        assert!(!bed.path("kvm1", &disk_path(101, 0, n)).exists());
+        assert!(!bed.at("kvm1", &disk_path(101, 0, n)).exists());
     }
     assert_eq!(bed.vm_lvs("kvm1", 0).len(), 4);
     // POWEROFF: transfer.N.prolog_attach / epilog_detach.
@@ -956,7 +1146,7 @@ fn lifecycle_resize() {
     bed.all(&mv_lines(0, (FE, 101), ("kvm1", 101)));
     m.check(&bed, "kvm1", 101, "after undeployed resize");
     bed.all(&terminate_lines(0, "kvm1", 101));
-    let img = std::fs::read(bed.lv_file("kvm1", 100, "img-one-2")).unwrap();
+    let img = bed.lv("kvm1", 100, "img-one-2").read();
     assert!(img == m.disks[&0], "image 2 grew to the disk and holds it");
     assert_vm_gone(&bed, 0);
 }
@@ -1007,7 +1197,7 @@ fn lifecycle_snapshots() {
         "LN bsud kvm1:vg-one-100/img-one-2 {} 1 100",
         dk("kvm2", 101, 1, 0)
     ));
-    let snap = std::fs::read(bed.lv_file("kvm2", 101, "lv-one-1-0-snap-1")).unwrap();
+    let snap = bed.lv("kvm2", 101, "lv-one-1-0-snap-1").read();
     assert!(snap == s1);
     bed.ok(&tl("SNAP_DELETE", dk("kvm2", 101, 1, 0), "1 1 100"));
     bed.ok(&tl(
@@ -1033,7 +1223,7 @@ fn lifecycle_terminate_from_stopped_and_undeployed() {
     let m = deployed(&bed, 2, "kvm2", 101);
     bed.all(&mv_lines(2, ("kvm2", 101), (FE, 101)));
     bed.all(&terminate_lines(2, FE, 101));
-    let img = std::fs::read(bed.lv_file("kvm1", 100, "img-one-2")).unwrap();
+    let img = bed.lv("kvm1", 100, "img-one-2").read();
     assert!(
         img == m.disks[&0],
         "persistent disk saved from its parked LV"
@@ -1050,7 +1240,7 @@ fn lifecycle_terminate_from_stopped_and_undeployed() {
         std::fs::remove_file(bed.path(FE, &disk_path(102, 3, n))).unwrap();
     }
     bed.all(&terminate_lines(3, FE, 102));
-    let img = std::fs::read(bed.lv_file("kvm1", 100, "img-one-2")).unwrap();
+    let img = bed.lv("kvm1", 100, "img-one-2").read();
     assert!(
         img == m3.disks[&0],
         "persistent disk found through the history and saved"
@@ -1069,7 +1259,7 @@ fn lifecycle_terminate_from_stopped_and_undeployed() {
 fn lifecycle_recover_delete() {
     let bed = Bed::new();
     let _m = deployed(&bed, 5, "kvm1", 101);
-    let img2 = std::fs::read(bed.lv_file("kvm1", 100, "img-one-2")).unwrap();
+    let img2 = bed.lv("kvm1", 100, "img-one-2").read();
     let del = |host: &str, vm: i64| {
         let mut v: Vec<String> = (0..4u32)
             .map(|n| {
@@ -1085,10 +1275,7 @@ fn lifecycle_recover_delete() {
     };
     bed.all(&del("kvm1", 5));
     assert_vm_gone(&bed, 5);
-    assert!(
-        std::fs::read(bed.lv_file("kvm1", 100, "img-one-2")).unwrap() == img2,
-        "no mvds"
-    );
+    assert!(bed.lv("kvm1", 100, "img-one-2").read() == img2, "no mvds");
     // PROLOG_MIGRATE_FAILURE: the first disk moved, the rest not.
     bed.put_vm(&main_vm(6, &[("kvm1", 101), ("kvm2", 101)]));
     bed.all(&deploy_lines(&bed, 6, "kvm1", 101));
@@ -1132,7 +1319,7 @@ fn tm_crash_at_every_step_converges() {
     crash(&lines[2], "mkimage:allocated");
     bed.all(&lines[3..]);
     let mut m = Model::capture(&bed, "kvm1", 101, 0, &[0, 1, 2, 3]);
-    assert_eq!(blkid(&bed.path("kvm1", &disk_path(101, 0, 2))), "ext4");
+    assert_eq!(bed.at("kvm1", &disk_path(101, 0, 2)).blkid(), "ext4");
     m.write(&bed, ("kvm1", 101), 0, 0, MIB, 80);
     // Stop: crash after parking each disk, after copying the directory.
     let stop = mv_lines(0, ("kvm1", 101), (FE, 101));
@@ -1150,7 +1337,7 @@ fn tm_crash_at_every_step_converges() {
     // Terminate: mvds crashes after the verified copy, before removing the disk.
     let term = terminate_lines(0, "kvm2", 101);
     crash(&term[0], "mvds:copied");
-    let img = std::fs::read(bed.lv_file("kvm1", 100, "img-one-2")).unwrap();
+    let img = bed.lv("kvm1", 100, "img-one-2").read();
     assert!(img == m.disks[&0]);
     crash(&term[1], "tm:before-lv-remove");
     bed.all(&term[2..]);
@@ -1202,7 +1389,7 @@ fn tm_mvds_keeps_the_disk_when_the_copy_fails() {
     m.check(&bed, "kvm2", 101, "after the failed mvds");
     assert_eq!(bed.vm_lvs("kvm2", 0).len(), 4);
     bed.ok(line);
-    let img = std::fs::read(bed.lv_file("kvm1", 100, "img-one-2")).unwrap();
+    let img = bed.lv("kvm1", 100, "img-one-2").read();
     assert!(img == m.disks[&0]);
     assert!(!bed
         .vm_lvs("kvm2", 0)
@@ -1595,4 +1782,144 @@ fn bench_clone_vs_dd_and_tar() {
         tar / clone
     );
     std::fs::remove_file(&sparse).unwrap();
+}
+
+/// The real-kernel tier's "host died" fault: kvm1's QEMU is killed with two LVs of a drive
+/// holding data; `one-bsud drive adopt --force-unlink` moves the drive to kvm2, where LVM
+/// (real activation, udev) brings every LV back with its bytes.
+#[test]
+fn rk_kill_host_then_adopt() {
+    let mut bed = Bed::on(Tier::Rk);
+    let st = bed.storage();
+    let d = st.drive_by_id("kvm1", 101).unwrap();
+    let mut want = Vec::new();
+    for (i, name) in ["lv-one-5-0", "lv-one-5-1"].iter().enumerate() {
+        st.allocate(&d, name, 64 * MIB as u64, &["one.vm=5"])
+            .unwrap();
+        let data = pattern(40 + i as u8, 4 * MIB);
+        bed.lv("kvm1", 101, name).write_at(60 * MIB as u64, &data);
+        want.push((name.to_string(), data));
+    }
+    drop(st);
+    bed.tb.kill_guest("kvm1").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_one-bsud"))
+        .args(["drive", "adopt", "--ds", "101", "--from-host", "kvm1"])
+        .args(["--to-host", "kvm2", "--force-unlink", "--json"])
+        .env_clear()
+        .envs(bed.env())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "adopt: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (name, data) in &want {
+        let lv = bed.lv("kvm2", 101, name);
+        let got = bed.guest_sh(
+            "kvm2",
+            &format!(
+                "lvchange -ay vg-one-101/{name} && dd if={} bs=1M skip=60 count=4 status=none | gzip -1 -c",
+                lv.quoted()
+            ),
+            Vec::new(),
+        );
+        assert!(
+            gzip("-dc", &got) == *data,
+            "{name}: bytes differ after adopt"
+        );
+    }
+    let mut lvs = bed.vm_lvs("kvm2", 5);
+    lvs.sort();
+    assert_eq!(lvs, ["vg-one-101/lv-one-5-0", "vg-one-101/lv-one-5-1"]);
+}
+
+/// Benchmark (not run by default: `scripts/bench-rk-clone`): on the real-kernel tier, the
+/// thick `CLONE` of a sparse image of each size in `BENCH_RK_SIZES_GIB` (default `1,10`)
+/// holding 16 MiB of data at its start, kvm1's image drive → a VM disk on kvm1's system
+/// drive (growth of both drives included); prints one BENCH line per size.
+#[test]
+#[ignore = "benchmark: run with scripts/bench-rk-clone"]
+fn rk_bench_clone_vs_image_size() {
+    let sizes: Vec<u64> = std::env::var("BENCH_RK_SIZES_GIB")
+        .unwrap_or_else(|_| "1,10".into())
+        .split(',')
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    let bed = Bed::on(Tier::Rk);
+    // A thick clone reads every byte of the image (~0.2 GB/s under TCG): 100 GiB needs more
+    // than the testbed's 300 s transfer deadline.
+    let text = std::fs::read_to_string(&bed.config).unwrap();
+    let longer = text.replace("transfer = 300", "transfer = 7200");
+    assert_ne!(
+        text, longer,
+        "the testbed configuration names the transfer deadline"
+    );
+    std::fs::write(&bed.config, longer).unwrap();
+    for (i, gib) in sizes.iter().enumerate() {
+        let id = 20 + i as i64;
+        let vm = 30 + i as i64;
+        let st = bed.storage();
+        let d = st.drive_by_id("kvm1", 100).unwrap();
+        let lv = format!("img-one-{id}");
+        let t = std::time::Instant::now();
+        st.allocate(
+            &d,
+            &lv,
+            gib << 30,
+            &[&format!("one.image={id}"), "one.bsud.state=ready"],
+        )
+        .unwrap();
+        let alloc = t.elapsed().as_secs_f64();
+        let data = pattern(7, 16 * MIB);
+        bed.lv("kvm1", 100, &lv).write_at(0, &data);
+        bed.put_vm(&VmSpec {
+            id: vm,
+            state: 3,
+            lcm_state: 3,
+            disks: vec![DiskSpec::image(
+                0,
+                id,
+                100,
+                &format!("kvm1:vg-one-100/{lv}"),
+                gib << 10,
+                false,
+            )],
+            history: vec![("kvm1".into(), 101)],
+        });
+        let t = std::time::Instant::now();
+        bed.ok(&format!(
+            "CLONE bsud kvm1:vg-one-100/{lv} {} {vm} 100",
+            dk("kvm1", 101, vm, 0)
+        ));
+        let clone = t.elapsed().as_secs_f64();
+        let head = bed.guest_sh(
+            "kvm1",
+            &format!(
+                "dd if={} bs=1M count=16 status=none | md5sum",
+                bed.at("kvm1", &disk_path(101, vm, 0)).quoted()
+            ),
+            Vec::new(),
+        );
+        let local = Command::new("md5sum")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                std::io::Write::write_all(&mut c.stdin.take().unwrap(), &data)?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&head)[..32],
+            String::from_utf8_lossy(&local.stdout)[..32],
+            "clone head"
+        );
+        println!(
+            "BENCH rk thick clone {gib} GiB image (16 MiB data): {clone:.1}s (image allocate {alloc:.1}s)"
+        );
+        bed.ok(&format!("DELETE bsud {} {vm} 100", dk("kvm1", 101, vm, 0)));
+        bed.ok(&format!("DELETE bsud {} {vm} 101", dir("kvm1", 101, vm)));
+        bed.remove_image(id);
+    }
 }

@@ -33,6 +33,8 @@ pub enum SimCommand {
     Lvfs(crate::sim::lvfs::LvfsArgs),
     /// Print a VM or datastore document like `onevm show -x` / `onedatastore show -x`.
     One(crate::sim::one::OneArgs),
+    /// Join stdin/stdout to a TCP address (how a QEMU guest reaches the simulated cloud).
+    Relay(crate::sim::rk::relay::RelayArgs),
 }
 
 /// Entry point of the `bsud-sim` binary.
@@ -51,6 +53,7 @@ pub fn main_entry() -> ExitCode {
         SimCommand::Ssh(a) => return crate::sim::ssh::run(a),
         SimCommand::One(a) => return crate::sim::one::run(a),
         SimCommand::Lvfs(a) => crate::sim::lvfs::run(a),
+        SimCommand::Relay(a) => crate::sim::rk::relay::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,5 +8,6 @@ pub mod demo;
 pub mod hostview;
 pub mod lvfs;
 pub mod one;
+pub mod rk;
 pub mod ssh;
 pub mod testbed;

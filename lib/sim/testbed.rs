@@ -34,6 +34,7 @@ use crate::config::{CloudFile, FileConfig, TimeoutsFile};
 use crate::exec::{self, Cmd, Pipe, Running};
 use crate::sim::hostview::{self, HostView};
 use crate::sim::lvfs::{self, LvfsProcess};
+use crate::sim::rk::{self, guest::Guest, image::Image};
 use crate::sim::ssh::register_host;
 use crate::sys;
 use crate::wait::{poll, Poll, Wait};
@@ -65,6 +66,28 @@ pub struct TestbedOpts {
     pub secret_key: String,
     /// More arguments for `bsud-sim serve` (delays, faults).
     pub serve_args: Vec<String>,
+    /// What the hosts are.
+    pub tier: Tier,
+}
+
+/// What the simulated hosts are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// Host views on loop devices, LVM with `activation = 0`, LV data through lvfs.
+    Sim,
+    /// QEMU guests with the real kernel (sim::rk): real activation, thin pools, udev, OpenSSH.
+    Rk,
+}
+
+impl Tier {
+    /// `BSUD_TIER` (`sim`, the default, or `rk`); anything else is refused loudly.
+    pub fn from_env() -> anyhow::Result<Tier> {
+        match std::env::var("BSUD_TIER").as_deref() {
+            Err(_) | Ok("") | Ok("sim") => Ok(Tier::Sim),
+            Ok("rk") => Ok(Tier::Rk),
+            Ok(other) => anyhow::bail!("BSUD_TIER={other:?}: expected sim or rk"),
+        }
+    }
 }
 
 impl TestbedOpts {
@@ -80,6 +103,7 @@ impl TestbedOpts {
             access_key: "AKTB".into(),
             secret_key: "SKTB".into(),
             serve_args: Vec::new(),
+            tier: Tier::Sim,
         }
     }
 
@@ -122,6 +146,8 @@ pub struct TestHost {
     /// Its metadata base URL (`BSUD_METADATA_URL`).
     pub metadata_url: String,
     lvfs: Option<LvfsProcess>,
+    /// The QEMU guest of a real-kernel host.
+    pub guest: Option<Guest>,
 }
 
 /// A running testbed; dropping it tears everything down.
@@ -134,6 +160,14 @@ pub struct Testbed {
     hosts: Vec<TestHost>,
     frontend: Option<HostView>,
     config_path: PathBuf,
+    rk: Option<RkShared>,
+}
+
+/// What the guests of a real-kernel testbed share.
+#[derive(Debug)]
+struct RkShared {
+    image: Image,
+    tools_disk: PathBuf,
 }
 
 impl Testbed {
@@ -160,10 +194,14 @@ impl Testbed {
             addr: None,
             hosts: Vec::new(),
             frontend: None,
+            rk: None,
         };
         // On error, dropping `tb` tears down what was started.
         tb.start_cloud()?;
         tb.start_frontend()?;
+        if tb.opts.tier == Tier::Rk {
+            tb.prepare_rk()?;
+        }
         for name in tb.opts.hosts.clone() {
             tb.add_host(&name)
                 .with_context(|| format!("starting simulated host {name}"))?;
@@ -202,6 +240,23 @@ impl Testbed {
         self.hosts.iter().find(|h| h.name == name)
     }
 
+    /// Kills a real-kernel host's QEMU now (the "host died" fault: no shutdown, no flush);
+    /// its volumes stay linked in the cloud until something unlinks them.
+    pub fn kill_guest(&mut self, name: &str) -> anyhow::Result<()> {
+        let h = self
+            .hosts
+            .iter_mut()
+            .find(|h| h.name == name)
+            .with_context(|| format!("no host {name}"))?;
+        match &mut h.guest {
+            Some(g) => {
+                g.kill();
+                Ok(())
+            }
+            None => anyhow::bail!("{name} is not a QEMU guest"),
+        }
+    }
+
     /// The frontend's view.
     pub fn frontend(&self) -> &HostView {
         self.frontend
@@ -226,8 +281,16 @@ impl Testbed {
         Ok(())
     }
 
-    /// The ssh command the configuration names.
+    /// The ssh command the configuration names: real OpenSSH with the testbed's ssh_config on
+    /// the real-kernel tier, the simulated transport otherwise.
     pub fn ssh_command(&self) -> Vec<String> {
+        if self.opts.tier == Tier::Rk {
+            return vec![
+                "ssh".into(),
+                "-F".into(),
+                self.ssh_config().to_string_lossy().into_owned(),
+            ];
+        }
         vec![
             self.opts.sim_binary.to_string_lossy().into_owned(),
             "ssh".into(),
@@ -267,6 +330,40 @@ impl Testbed {
         self.env()
             .into_iter()
             .fold(Cmd::new(&self.opts.bsud_binary), |c, (k, v)| c.env(k, v))
+    }
+
+    /// The tier of the hosts.
+    pub fn tier(&self) -> Tier {
+        self.opts.tier
+    }
+
+    /// The ssh client configuration of a real-kernel testbed (one `Host` block per guest).
+    pub fn ssh_config(&self) -> PathBuf {
+        self.dir.join("ssh_config")
+    }
+
+    /// Runs `script` on host `name` through the configured ssh command (real OpenSSH on the
+    /// real-kernel tier: the script runs as root in the guest).
+    pub fn host_sh(&self, name: &str, script: &str) -> anyhow::Result<exec::Output> {
+        self.host_sh_stdin(name, script, Vec::new())
+    }
+
+    /// Like [`Testbed::host_sh`] with bytes on the script's stdin.
+    pub fn host_sh_stdin(
+        &self,
+        name: &str,
+        script: &str,
+        stdin: Vec<u8>,
+    ) -> anyhow::Result<exec::Output> {
+        let cmd = self.ssh_command();
+        Ok(exec::run(
+            &Cmd::new(&cmd[0])
+                .args(&cmd[1..])
+                .arg(name)
+                .arg(script)
+                .stdin_bytes(stdin)
+                .timeout(Duration::from_secs(600)),
+        )?)
     }
 
     fn logs(&self) -> PathBuf {
@@ -315,7 +412,73 @@ impl Testbed {
         Ok(())
     }
 
+    /// The image (built on a cache miss) and the tools disk every guest mounts.
+    fn prepare_rk(&mut self) -> anyhow::Result<()> {
+        let image = Image::ensure(&rk::image::cache_root())?;
+        let tools_disk = rk::guest::build_tools_disk(&self.opts.bsud_binary, &self.dir)?;
+        self.rk = Some(RkShared { image, tools_disk });
+        Ok(())
+    }
+
+    /// Starts host `name` as a QEMU guest restored from the golden snapshot, with the
+    /// product's binary mounted from the tools disk and its metadata URL sent by ssh.
+    fn add_rk_host(&mut self, name: &str) -> anyhow::Result<()> {
+        let rk = self.rk.as_ref().expect("prepare_rk ran");
+        let root = self.dir.join("machines").join(name);
+        let relay = format!("{} relay {}", self.opts.sim_binary.display(), self.addr());
+        let guest = Guest::start(&rk.image, &root, Some(relay))?;
+        {
+            let mut q = guest.qmp()?;
+            rk::guest::plug_readonly_disk(&mut q, &rk.tools_disk, "tools")?;
+        }
+        guest.ssh(&format!(
+            "udevadm wait --timeout=30 /dev/disk/by-id/virtio-tools && \
+             mount -o ro /dev/disk/by-id/virtio-tools {dir} && test -x {dir}/one-bsud",
+            dir = rk::guest::TOOLS_DIR
+        ))?;
+        // Registered with the cloud only now: the root's QMP socket makes its links hot-plugs.
+        let vm_id = self.create_vm(name, &root)?;
+        let metadata_url = format!("http://{}/_meta/{vm_id}", rk::guest::GUEST_CLOUD_ADDR);
+        self.hosts.push(TestHost {
+            name: name.to_string(),
+            vm_id,
+            view: HostView::new(root),
+            metadata_url,
+            lvfs: None,
+            guest: Some(guest),
+        });
+        self.write_ssh_config()
+    }
+
+    fn write_ssh_config(&self) -> anyhow::Result<()> {
+        let mut text = String::from("# Written by the testbed: one block per real-kernel host.\n");
+        let ctl = self.dir.join("ssh");
+        std::fs::create_dir_all(&ctl)?;
+        for h in &self.hosts {
+            let Some(g) = &h.guest else { continue };
+            text.push_str(&format!(
+                "Host {name}\n  HostName 127.0.0.1\n  Port {port}\n  User root\n  IdentityFile {key}\n\
+                 \x20 IdentitiesOnly yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n\
+                 \x20 LogLevel ERROR\n  BatchMode yes\n  ConnectTimeout 10\n\
+                 \x20 ServerAliveInterval 5\n  ServerAliveCountMax 3\n\
+                 \x20 Ciphers chacha20-poly1305@openssh.com\n\
+                 \x20 ControlMaster auto\n  ControlPath {ctl}/%n\n  ControlPersist 120\n\
+                 \x20 SetEnv BSUD_METADATA_URL={meta}\n",
+                name = h.name,
+                port = g.ssh_port,
+                key = g.key.display(),
+                ctl = ctl.display(),
+                meta = h.metadata_url,
+            ));
+        }
+        std::fs::write(self.ssh_config(), text)?;
+        Ok(())
+    }
+
     fn add_host(&mut self, name: &str) -> anyhow::Result<()> {
+        if self.opts.tier == Tier::Rk {
+            return self.add_rk_host(name);
+        }
         let view = HostView::create(self.dir.join("machines").join(name))?;
         let vm_id = self.create_vm(name, view.root())?;
         let metadata_url = format!("http://{}/_meta/{vm_id}", self.addr());
@@ -333,6 +496,7 @@ impl Testbed {
             view,
             metadata_url,
             lvfs: None,
+            guest: None,
         });
         let log = self.logs().join(format!("lvfs-{name}.log"));
         let host = self.hosts.last_mut().expect("just pushed");
@@ -401,9 +565,24 @@ impl Testbed {
             );
             cloud.kill();
         }
+        if self.opts.tier == Tier::Rk && self.ssh_config().exists() {
+            for h in &self.hosts {
+                let _ = exec::run(
+                    &Cmd::new("ssh")
+                        .arg("-F")
+                        .arg(self.ssh_config())
+                        .args(["-O", "exit", &h.name])
+                        .timeout(Duration::from_secs(5)),
+                );
+            }
+        }
         for h in &mut self.hosts {
             if let Some(mut l) = h.lvfs.take() {
                 l.stop();
+            }
+            if let Some(mut g) = h.guest.take() {
+                g.keep = std::env::var("BSUD_KEEP_TESTBED").as_deref() == Ok("1");
+                drop(g);
             }
         }
         for view in self
@@ -494,7 +673,12 @@ fn config_text(
         frontend_host: Some(FRONTEND_HOST.into()),
         frontend_root: Some(frontend.root().to_path_buf()),
         ssh_command: Some(ssh_command.to_vec()),
-        host_agent: Some(opts.bsud_binary.to_string_lossy().into_owned()),
+        host_agent: Some(match opts.tier {
+            Tier::Sim => opts.bsud_binary.to_string_lossy().into_owned(),
+            Tier::Rk => format!("{}/one-bsud", rk::guest::TOOLS_DIR),
+        }),
+        // Guests have no network between them: host-to-host copies go through the frontend.
+        relay_via_frontend: (opts.tier == Tier::Rk).then_some(true),
         onevm_command: Some(one_command(opts, one_dir, "vm")),
         onedatastore_command: Some(one_command(opts, one_dir, "ds")),
         lock_dir: Some(frontend.lock_dir()),

@@ -281,10 +281,24 @@ fn copy_tree(from: &Path, to: &Path) {
 
 /// A testbed (bsud-sim + simulated hosts) with fast cloud state changes (`delay_ms` each).
 pub fn testbed(hosts: &[&str], delay_ms: u64) -> bsud::sim::testbed::Testbed {
+    testbed_tier(hosts, delay_ms, bsud::sim::testbed::Tier::Sim)
+}
+
+/// A testbed of the given tier (the real-kernel tier starts QEMU guests); fails loudly when
+/// it cannot start.
+pub fn testbed_tier(
+    hosts: &[&str],
+    delay_ms: u64,
+    tier: bsud::sim::testbed::Tier,
+) -> bsud::sim::testbed::Testbed {
     let mut o = bsud::sim::testbed::TestbedOpts::new(
         env!("CARGO_BIN_EXE_bsud-sim"),
         env!("CARGO_BIN_EXE_one-bsud"),
     );
     o.hosts = hosts.iter().map(|h| h.to_string()).collect();
-    bsud::sim::testbed::Testbed::start(o.with_cloud_delay_ms(delay_ms)).expect("testbed starts")
+    o.tier = tier;
+    match bsud::sim::testbed::Testbed::start(o.with_cloud_delay_ms(delay_ms)) {
+        Ok(tb) => tb,
+        Err(e) => panic!("testbed ({tier:?}) does not start: {e:#}"),
+    }
 }

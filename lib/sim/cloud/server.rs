@@ -317,7 +317,14 @@ pub async fn ticker(sh: Arc<Shared>) {
 }
 
 fn run_effect(e: &Effect, file: &std::path::Path) -> anyhow::Result<()> {
+    use crate::sim::rk::hotplug;
     match e {
+        Effect::Attach {
+            device, host_root, ..
+        } if hotplug::is_qemu_host(host_root) => hotplug::attach(host_root, device, file),
+        Effect::Detach {
+            device, host_root, ..
+        } if hotplug::is_qemu_host(host_root) => hotplug::detach(host_root, device),
         Effect::Attach {
             device, host_root, ..
         } => crate::sim::hostview::attach_volume(host_root, device, file),
