@@ -881,7 +881,8 @@ fn lifecycle_undeploy_resume_on_other_host_and_datastore() {
 fn lifecycle_cold_migrate() {
     let bed = Bed::new();
     let mut m = deployed(&bed, 0, "kvm1", 101);
-    bed.at("kvm1", &format!("{DSL}/101/0/checkpoint")).put(b"ram");
+    bed.at("kvm1", &format!("{DSL}/101/0/checkpoint"))
+        .put(b"ram");
     for (i, (from, to)) in [
         (("kvm1", 101), ("kvm2", 101)),
         (("kvm2", 101), ("kvm2", 102)),
@@ -1092,7 +1093,8 @@ fn lifecycle_hotplug() {
         six.len() == 64 * MIB && six.iter().all(|b| *b == 0),
         "raw volatile disk reads zeros"
     );
-    bed.at("kvm1", &disk_path(101, 0, 7)).write_at(MIB as u64, &pattern(70, MIB));
+    bed.at("kvm1", &disk_path(101, 0, 7))
+        .write_at(MIB as u64, &pattern(70, MIB));
     let seven = read_disk(&bed, "kvm1", 101, 0, 7);
     // Detach (VMM first, then the TM epilog line).
     bed.ok(&tl("DELETE.bsud", dk("kvm1", 101, 0, 5), "0 100"));
