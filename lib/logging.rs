@@ -63,29 +63,31 @@ pub fn set_context(f: impl FnOnce(&mut LogContext)) {
 /// Records on the journald span the fields of `now` that differ from `before` (all of them
 /// without `before`): journald keeps every recorded value, so nothing is recorded twice.
 fn record_changes(span: &tracing::Span, before: Option<&LogContext>, now: &LogContext) {
-    let changed = |f: fn(&LogContext) -> String| before.is_none_or(|b| f(b) != f(now));
-    if !now.action.is_empty() && changed(|c| c.action.clone()) {
+    if !now.action.is_empty() && before.is_none_or(|b| b.action != now.action) {
         span.record("action", now.action.as_str());
     }
-    if let Some(v) = now.vm_id.filter(|_| changed(|c| format!("{:?}", c.vm_id))) {
+    if let Some(v) = now
+        .vm_id
+        .filter(|_| before.is_none_or(|b| b.vm_id != now.vm_id))
+    {
         span.record("vm_id", v);
     }
     if let Some(v) = now
         .image_id
-        .filter(|_| changed(|c| format!("{:?}", c.image_id)))
+        .filter(|_| before.is_none_or(|b| b.image_id != now.image_id))
     {
         span.record("image_id", v);
     }
     if let Some(v) = now
         .datastore_id
-        .filter(|_| changed(|c| format!("{:?}", c.datastore_id)))
+        .filter(|_| before.is_none_or(|b| b.datastore_id != now.datastore_id))
     {
         span.record("datastore_id", v);
     }
     if let Some(v) = now
         .host
         .as_ref()
-        .filter(|_| changed(|c| format!("{:?}", c.host)))
+        .filter(|_| before.is_none_or(|b| b.host != now.host))
     {
         span.record("host", v.as_str());
     }

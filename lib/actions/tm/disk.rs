@@ -8,6 +8,7 @@ use crate::drive::engine::DriveRef;
 use crate::drive::naming::{disk_lv, vg_name};
 use crate::error::{fail, ErrorKind};
 use crate::host::data::LvRef;
+use crate::host::proto::LvList;
 use crate::host::transfer::{self, CopyOptions, LvLoc};
 use crate::host::vm_ops::{
     Entry, EntryKind, LinkDiskReq, ParkedDisk, PutFileReq, RemoveDiskReq, VmPath, VmStatReq,
@@ -179,8 +180,13 @@ impl Tm<'_> {
 
     /// The LVs of `lv`'s VG on its host (empty when the VG does not exist there).
     pub(super) fn vg_lvs(&self, lv: &DiskLv) -> anyhow::Result<Vec<Lv>> {
+        Ok(self.vg_listing(lv)?.lvs)
+    }
+
+    /// The agent's listing of `lv`'s VG on its host (whether the VG exists, its LVs).
+    fn vg_listing(&self, lv: &DiskLv) -> anyhow::Result<LvList> {
         let vg = lv.vg().parse()?;
-        Ok(self.hosts().lv_list(&lv.host, &vg, &[])?.lvs)
+        self.hosts().lv_list(&lv.host, &vg, &[])
     }
 
     /// The LV as LVM reports it, if it exists. For a place we may be about to fill: a drive
@@ -194,8 +200,7 @@ impl Tm<'_> {
     /// there, not an absent LV, because its volumes (and the disk) still exist in the cloud,
     /// detached or on another host, and "already done" would drop the only pointer to them.
     pub(super) fn source_lv(&self, lv: &DiskLv) -> anyhow::Result<Option<Lv>> {
-        let vg = lv.vg().parse()?;
-        let list = self.hosts().lv_list(&lv.host, &vg, &[])?;
+        let list = self.vg_listing(lv)?;
         if !list.vg_exists {
             return Err(fail(
                 ErrorKind::Failed,
