@@ -576,6 +576,15 @@ pub struct DriveSettings {
     pub shrink: bool,
     /// `BSUD_IMAGE_HOST`: host holding an image datastore's drive (default: first BRIDGE_LIST host).
     pub image_host: Option<String>,
+    /// `BSUD_THIN` (YES/NO; default NO): LVs are thin volumes of one pool per drive; clones of
+    /// cached images and disk snapshots are instant thin snapshots.
+    pub thin: bool,
+    /// `BSUD_OVERCOMMIT` (1.0–100; default 2): thin volumes may add up to this × the drive's
+    /// `BSUD_MAX_SIZE_GIB`; an allocation past it is refused before anything is created.
+    pub overcommit: f64,
+    /// `BSUD_POOL_GROW_PERCENT` (10–95; default 80): the thin pool's data or metadata usage at
+    /// which the drive grows the pool (adding a BSU when the VG has no room).
+    pub pool_grow_percent: u32,
 }
 
 impl Default for DriveSettings {
@@ -590,6 +599,9 @@ impl Default for DriveSettings {
             max_size_gib: 4096,
             shrink: true,
             image_host: None,
+            thin: false,
+            overcommit: 2.0,
+            pool_grow_percent: 80,
         }
     }
 }
@@ -638,13 +650,29 @@ impl DriveSettings {
                 f
             }
         };
-        let shrink = match get("BSUD_SHRINK") {
-            None => d.shrink,
-            Some(v) => match v.to_ascii_uppercase().as_str() {
-                "YES" | "TRUE" | "1" => true,
-                "NO" | "FALSE" | "0" => false,
-                _ => return Err(bad("BSUD_SHRINK", v, "must be YES or NO")),
-            },
+        let yes_no = |k: &str, default: bool| -> anyhow::Result<bool> {
+            match get(k) {
+                None => Ok(default),
+                Some(v) => match v.to_ascii_uppercase().as_str() {
+                    "YES" | "TRUE" | "1" => Ok(true),
+                    "NO" | "FALSE" | "0" => Ok(false),
+                    _ => Err(bad(k, v, "must be YES or NO")),
+                },
+            }
+        };
+        let shrink = yes_no("BSUD_SHRINK", d.shrink)?;
+        let thin = yes_no("BSUD_THIN", d.thin)?;
+        let overcommit = match get("BSUD_OVERCOMMIT") {
+            None => d.overcommit,
+            Some(v) => {
+                let f: f64 = v
+                    .parse()
+                    .map_err(|_| bad("BSUD_OVERCOMMIT", v, "not a number"))?;
+                if !(1.0..=100.0).contains(&f) {
+                    return Err(bad("BSUD_OVERCOMMIT", v, "must be between 1.0 and 100"));
+                }
+                f
+            }
         };
         let image_host = match get("BSUD_IMAGE_HOST") {
             None => None,
@@ -679,6 +707,10 @@ impl DriveSettings {
             )?,
             shrink,
             image_host,
+            thin,
+            overcommit,
+            pool_grow_percent: int("BSUD_POOL_GROW_PERCENT", 10, 95, d.pool_grow_percent as u64)?
+                as u32,
         };
         if s.max_size_gib < s.min_volume_gib {
             return Err(fail(
@@ -766,12 +798,16 @@ mod tests {
             ("BSUD_VOLUME_TYPE", "io1"),
             ("BSUD_IOPS_PER_GIB", "300"),
             ("BSUD_SHRINK", "no"),
+            ("BSUD_THIN", "YES"),
+            ("BSUD_OVERCOMMIT", "3.5"),
+            ("BSUD_POOL_GROW_PERCENT", "70"),
         ]);
         let s = DriveSettings::from_template(&t).unwrap();
         assert_eq!(
-            (s.volume_type, s.iops_per_gib, s.shrink),
-            (VolumeType::Io1, 300, false)
+            (s.volume_type, s.iops_per_gib, s.shrink, s.thin),
+            (VolumeType::Io1, 300, false, true)
         );
+        assert_eq!((s.overcommit, s.pool_grow_percent), (3.5, 70));
         for (k, v) in [
             ("BSUD_VOLUME_TYPE", "ssd"),
             ("BSUD_IOPS_PER_GIB", "301"),
@@ -780,6 +816,10 @@ mod tests {
             ("BSUD_MAX_VOLUMES", "40"),
             ("BSUD_MIN_VOLUME_GIB", "-1"),
             ("BSUD_SHRINK", "maybe"),
+            ("BSUD_THIN", "sometimes"),
+            ("BSUD_OVERCOMMIT", "0.5"),
+            ("BSUD_OVERCOMMIT", "lots"),
+            ("BSUD_POOL_GROW_PERCENT", "99"),
             ("BSUD_IMAGE_HOST", "-oProxy"),
         ] {
             let e = DriveSettings::from_template(&Template::from_pairs([(k, v)])).unwrap_err();

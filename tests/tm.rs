@@ -26,6 +26,8 @@ const FE: &str = "frontend";
 /// oned's DATASTORE_LOCATION, double slash included.
 const DSL: &str = "/var/lib/one//datastores";
 const MIB: usize = 1 << 20;
+/// The thin system datastore of every bed.
+const THIN_DS: i64 = 103;
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// What a run did; `code` is None when a signal killed it (crash points).
@@ -97,6 +99,13 @@ impl Bed {
             .unwrap();
         tb.put_datastore(&small(DatastoreSpec::system(102)))
             .unwrap();
+        // Thin (device-mapper thin pools: real-kernel tier only).
+        tb.put_datastore(
+            &small(DatastoreSpec::system(THIN_DS))
+                .attr("BSUD_THIN", "YES")
+                .attr("BSUD_MAX_SIZE_GIB", "64"),
+        )
+        .unwrap();
         let mut env = tb.env();
         env.push(("BSUD_CONFIG".into(), config.to_string_lossy().into_owned()));
         let ctx = Ctx::new(
@@ -1798,28 +1807,50 @@ fn rk_kill_host_then_adopt() {
             .unwrap();
         let data = pattern(40 + i as u8, 4 * MIB);
         bed.lv("kvm1", 101, name).write_at(60 * MIB as u64, &data);
-        want.push((name.to_string(), data));
+        want.push((101, name.to_string(), data));
     }
+    // A thin volume and a thin snapshot of it on the thin drive.
+    let thin = st.drive_by_id("kvm1", THIN_DS).unwrap();
+    st.allocate_thin(&thin, "lv-one-5-2", 64 * MIB as u64, &["one.vm=5"], None, 0)
+        .unwrap();
+    let data = pattern(42, 4 * MIB);
+    bed.lv("kvm1", THIN_DS, "lv-one-5-2")
+        .write_at(60 * MIB as u64, &data);
+    st.allocate_thin(
+        &thin,
+        "lv-one-5-2-snap-0",
+        64 * MIB as u64,
+        &["one.vm=5", "one.snapshot=0"],
+        Some("lv-one-5-2"),
+        0,
+    )
+    .unwrap();
+    bed.lv("kvm1", THIN_DS, "lv-one-5-2")
+        .write_at(60 * MIB as u64, &pattern(43, 4 * MIB));
+    want.push((THIN_DS, "lv-one-5-2-snap-0".into(), data));
+    want.push((THIN_DS, "lv-one-5-2".into(), pattern(43, 4 * MIB)));
     drop(st);
     bed.tb.kill_guest("kvm1").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_one-bsud"))
-        .args(["drive", "adopt", "--ds", "101", "--from-host", "kvm1"])
-        .args(["--to-host", "kvm2", "--force-unlink", "--json"])
-        .env_clear()
-        .envs(bed.env())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "adopt: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for (name, data) in &want {
-        let lv = bed.lv("kvm2", 101, name);
+    for ds in ["101", &THIN_DS.to_string()] {
+        let out = Command::new(env!("CARGO_BIN_EXE_one-bsud"))
+            .args(["drive", "adopt", "--ds", ds, "--from-host", "kvm1"])
+            .args(["--to-host", "kvm2", "--force-unlink", "--json"])
+            .env_clear()
+            .envs(bed.env())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "adopt {ds}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for (ds, name, data) in &want {
+        let lv = bed.lv("kvm2", *ds, name);
         let got = bed.guest_sh(
             "kvm2",
             &format!(
-                "lvchange -ay vg-one-101/{name} && dd if={} bs=1M skip=60 count=4 status=none | gzip -1 -c",
+                "lvchange -ay vg-one-{ds}/{name} && dd if={} bs=1M skip=60 count=4 status=none | gzip -1 -c",
                 lv.quoted()
             ),
             Vec::new(),
@@ -1831,7 +1862,298 @@ fn rk_kill_host_then_adopt() {
     }
     let mut lvs = bed.vm_lvs("kvm2", 5);
     lvs.sort();
-    assert_eq!(lvs, ["vg-one-101/lv-one-5-0", "vg-one-101/lv-one-5-1"]);
+    assert_eq!(
+        lvs,
+        [
+            "vg-one-101/lv-one-5-0",
+            "vg-one-101/lv-one-5-1",
+            "vg-one-103/lv-one-5-2",
+            "vg-one-103/lv-one-5-2-snap-0"
+        ]
+    );
+}
+
+/// Runs `script` on `host`'s guest; its stdout as text.
+fn gsh(bed: &Bed, host: &str, script: &str) -> String {
+    String::from_utf8(bed.guest_sh(host, script, Vec::new())).unwrap()
+}
+
+/// `lvs` fields of one LV on `host`, trimmed.
+fn lv_fields(bed: &Bed, host: &str, ds: i64, lv: &str, fields: &str) -> Vec<String> {
+    gsh(
+        bed,
+        host,
+        &format!(
+            "lvs --noheadings --units b --nosuffix --separator '|' -o {fields} vg-one-{ds}/{lv}"
+        ),
+    )
+    .trim()
+    .split('|')
+    .map(|f| f.trim().to_string())
+    .collect()
+}
+
+/// (data size bytes, data usage %) of the thin pool of `ds` on `host`.
+fn pool_usage(bed: &Bed, host: &str, ds: i64) -> (u64, f64) {
+    let f = lv_fields(bed, host, ds, "bsud-pool", "lv_size,data_percent");
+    (f[0].parse().unwrap(), f[1].parse().unwrap())
+}
+
+/// A VM whose disk 0 is a non-persistent clone of image `image` (on kvm1's image drive).
+fn put_clone_vm(bed: &Bed, vm: i64, image: i64, size_mb: u64, host: &str, ds: i64) {
+    bed.put_vm(&VmSpec {
+        id: vm,
+        state: 3,
+        lcm_state: 3,
+        disks: vec![DiskSpec::image(
+            0,
+            image,
+            100,
+            &format!("kvm1:vg-one-100/img-one-{image}"),
+            size_mb,
+            false,
+        )],
+        history: vec![(host.into(), ds)],
+    });
+}
+
+/// On a thin drive, the first clone of an image to a host fills the host's cache; later
+/// clones are thin snapshots of it, in constant time whatever the image size. A 10 GiB image
+/// holding `BSUD_RK_THIN_DATA_MIB` (default 1024) MiB of data, then two clones: the bytes of
+/// the data and of samples of the rest verify, the cached clone takes no pool space, and
+/// deleting the image evicts the cache without touching the clones.
+#[test]
+fn rk_thin_clone_of_a_cached_image_is_instant() {
+    let data_mib: u64 = std::env::var("BSUD_RK_THIN_DATA_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let bed = Bed::on(Tier::Rk);
+    let st = bed.storage();
+    let d = st.drive_by_id("kvm1", 100).unwrap();
+    st.allocate(
+        &d,
+        "img-one-40",
+        10 << 30,
+        &["one.image=40", "one.bsud.state=ready"],
+    )
+    .unwrap();
+    drop(st);
+    let img = bed.lv("kvm1", 100, "img-one-40");
+    let gen = "yes one-bsud-image-40";
+    let want = gsh(
+        &bed,
+        "kvm1",
+        &format!(
+            "{gen} | head -c {data_mib}M | dd of={} bs=1M iflag=fullblock oflag=direct \
+             conv=fsync status=none && {gen} | head -c {data_mib}M | md5sum",
+            img.quoted()
+        ),
+    );
+    let mut took = Vec::new();
+    for vm in [41, 42] {
+        put_clone_vm(&bed, vm, 40, 10 << 10, "kvm1", THIN_DS);
+        let t = std::time::Instant::now();
+        bed.ok(&format!(
+            "CLONE bsud kvm1:vg-one-100/img-one-40 {} {vm} 100",
+            dk("kvm1", THIN_DS, vm, 0)
+        ));
+        took.push(t.elapsed().as_secs_f64());
+        if vm == 41 {
+            assert_eq!(
+                lv_fields(&bed, "kvm1", THIN_DS, "img-one-40-cache", "lv_size")[0],
+                (10u64 << 30).to_string()
+            );
+        }
+    }
+    let (_, used_before) = pool_usage(&bed, "kvm1", THIN_DS);
+    println!(
+        "BENCH rk thin clone, 10 GiB image with {data_mib} MiB of data: first (cache fill) {:.1}s, cached {:.2}s",
+        took[0], took[1]
+    );
+    for vm in [41, 42] {
+        let f = lv_fields(
+            &bed,
+            "kvm1",
+            THIN_DS,
+            &format!("lv-one-{vm}-0"),
+            "origin,lv_size",
+        );
+        assert_eq!(f, ["img-one-40-cache", &(10u64 << 30).to_string()]);
+        let disk = bed.at("kvm1", &disk_path(THIN_DS, vm, 0)).quoted();
+        let got = gsh(
+            &bed,
+            "kvm1",
+            &format!(
+                "head -c {data_mib}M {disk} | md5sum; for off in 2048 6000 10176; do \
+                 dd if={disk} bs=1M skip=$off count=64 status=none | cmp -s - /dev/zero && echo zero; done"
+            ),
+        );
+        assert_eq!(got, format!("{want}zero\nzero\nzero\n"), "VM {vm}'s clone");
+    }
+    // A cached clone is a snapshot: it took no data from the pool.
+    assert!(
+        took[1] < took[0] && took[1] < 10.0,
+        "cached clone {:.2}s vs first {:.2}s",
+        took[1],
+        took[0]
+    );
+    assert!(used_before > 0.0);
+    bed.ok(&format!(
+        "DELETE bsud {} 41 {THIN_DS}",
+        dk("kvm1", THIN_DS, 41, 0)
+    ));
+    bed.ok(&format!(
+        "DELETE bsud {} 41 {THIN_DS}",
+        dir("kvm1", THIN_DS, 41)
+    ));
+    bed.remove_image(40);
+    bed.storage().evict_image_caches(40);
+    let lvs: Vec<String> = bed.lvs("kvm1").into_iter().map(|l| l.1).collect();
+    assert!(!lvs.iter().any(|l| l.contains("cache")), "{lvs:?}");
+    let disk = bed.at("kvm1", &disk_path(THIN_DS, 42, 0)).quoted();
+    assert_eq!(
+        gsh(
+            &bed,
+            "kvm1",
+            &format!("head -c {data_mib}M {disk} | md5sum")
+        ),
+        want,
+        "VM 42's clone after its origin and the image are gone"
+    );
+}
+
+/// A guest writes 2.5 GiB into a 4 GiB thin disk whose pool holds 1 GiB while
+/// `drive pool-guard` runs: the drive grows (new BSU, vgextend, pool extend) and every write
+/// succeeds with the bytes intact; a discard gives the blocks back to the pool.
+#[test]
+fn rk_thin_pool_grows_before_guest_writes_fail() {
+    let bed = Bed::on(Tier::Rk);
+    let st = bed.storage();
+    let d = st.drive_by_id("kvm1", THIN_DS).unwrap();
+    st.allocate_thin(&d, "lv-one-50-0", 4 << 30, &["one.vm=50"], None, 0)
+        .unwrap();
+    drop(st);
+    let (pool0, _) = pool_usage(&bed, "kvm1", THIN_DS);
+    let bsus0 = bed.volumes().len();
+    assert!(pool0 < 2 << 30, "pool starts small: {pool0}");
+    let mut guard = Command::new(env!("CARGO_BIN_EXE_one-bsud"))
+        .args([
+            "drive",
+            "pool-guard",
+            "--host",
+            "kvm1",
+            "--ds",
+            &THIN_DS.to_string(),
+        ])
+        .args(["--every-secs", "1", "--for-secs", "900", "--json"])
+        .env_clear()
+        .envs(bed.env())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lv = bed.lv("kvm1", THIN_DS, "lv-one-50-0").quoted();
+    let gen = "yes one-bsud-pool-growth";
+    let t = std::time::Instant::now();
+    let out = gsh(
+        &bed,
+        "kvm1",
+        &format!(
+            "dmesg -c >/dev/null; {gen} | head -c 2560M | dd of={lv} bs=1M iflag=fullblock \
+             oflag=direct status=none && echo written; {gen} | head -c 2560M | md5sum; \
+             head -c 2560M {lv} | md5sum; dmesg | grep -ci 'out-of-data' || true"
+        ),
+    );
+    let wrote = t.elapsed().as_secs_f64();
+    let _ = guard.kill();
+    let g = guard.wait_with_output().unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"written"),
+        "{out}
+guard: {}",
+        String::from_utf8_lossy(&g.stderr)
+    );
+    assert_eq!(lines[1], lines[2], "bytes read back");
+    let (pool1, used1) = pool_usage(&bed, "kvm1", THIN_DS);
+    println!(
+        "BENCH rk thin pool growth under a guest writer: 2.5 GiB in {wrote:.1}s, pool {} → {} MiB, \
+         {:.1} % used, {} BSU(s) added, out-of-data events: {}",
+        pool0 >> 20,
+        pool1 >> 20,
+        used1,
+        bed.volumes().len() - bsus0,
+        lines.get(3).unwrap_or(&"?")
+    );
+    assert!(pool1 >= 2560 << 20, "pool grew: {pool0} → {pool1}");
+    assert!(bed.volumes().len() > bsus0, "the drive grew");
+    gsh(&bed, "kvm1", &format!("blkdiscard {lv}"));
+    let (_, used2) = pool_usage(&bed, "kvm1", THIN_DS);
+    assert!(
+        used2 < 1.0,
+        "discarded blocks return to the pool: {used1} % → {used2} %"
+    );
+}
+
+/// Thin disk snapshots: revert restores the exact bytes; two VMs cloned from one cached
+/// image keep their bytes when the other VM, the cache and the image are deleted.
+#[test]
+fn rk_thin_snapshots_and_clones_outlive_their_origin() {
+    let bed = Bed::on(Tier::Rk);
+    let image = bed.image(60, 16, 3);
+    for vm in [61, 62] {
+        put_clone_vm(&bed, vm, 60, 32, "kvm1", THIN_DS);
+        bed.ok(&format!(
+            "CLONE bsud kvm1:vg-one-100/img-one-60 {} {vm} 100",
+            dk("kvm1", THIN_DS, vm, 0)
+        ));
+    }
+    let mut want = image.clone();
+    want.resize(32 * MIB, 0);
+    let disk61 = bed.at("kvm1", &disk_path(THIN_DS, 61, 0));
+    disk61.write_at(MIB as u64, &pattern(70, 2 * MIB));
+    let mut at_snap = want.clone();
+    at_snap[MIB..3 * MIB].copy_from_slice(&pattern(70, 2 * MIB));
+    bed.ok(&tl("SNAP_CREATE", dk("kvm1", THIN_DS, 61, 0), "0 61 100"));
+    assert_eq!(
+        lv_fields(
+            &bed,
+            "kvm1",
+            THIN_DS,
+            "lv-one-61-0-snap-0",
+            "origin,segtype"
+        ),
+        ["lv-one-61-0", "thin"]
+    );
+    disk61.write_at(0, &pattern(71, 8 * MIB));
+    disk61.write_at(30 * MIB as u64, &pattern(72, 2 * MIB));
+    bed.ok(&tl("SNAP_REVERT", dk("kvm1", THIN_DS, 61, 0), "0 61 100"));
+    assert!(
+        disk61.read() == at_snap,
+        "revert restores the snapshot's bytes"
+    );
+    // A rerun (oned retries) changes nothing.
+    bed.ok(&tl("SNAP_REVERT", dk("kvm1", THIN_DS, 61, 0), "0 61 100"));
+    assert!(disk61.read() == at_snap);
+    bed.ok(&tl("SNAP_DELETE", dk("kvm1", THIN_DS, 61, 0), "0 61 100"));
+    bed.ok(&format!(
+        "DELETE bsud {} 61 {THIN_DS}",
+        dk("kvm1", THIN_DS, 61, 0)
+    ));
+    bed.ok(&format!(
+        "DELETE bsud {} 61 {THIN_DS}",
+        dir("kvm1", THIN_DS, 61)
+    ));
+    assert!(bed.vm_lvs("kvm1", 61).is_empty());
+    bed.remove_image(60);
+    bed.storage().evict_image_caches(60);
+    let disk62 = bed.at("kvm1", &disk_path(THIN_DS, 62, 0));
+    assert!(
+        disk62.read() == want,
+        "VM 62's clone outlives VM 61, the cache and the image"
+    );
 }
 
 /// Benchmark (not run by default: `scripts/bench-rk-clone`): on the real-kernel tier, the

@@ -59,6 +59,18 @@ pub enum DriveCmd {
     },
     /// Release the BSUs that hold no data, keeping the headroom.
     Shrink(DriveId),
+    /// Thin drives: grow the thin pool (and the drive, when the VG has no room) before it
+    /// fills. Once, or every --every-secs for --for-secs (run it from a timer or a service).
+    PoolGuard {
+        #[command(flatten)]
+        id: DriveId,
+        /// Check again after this many seconds (0: once).
+        #[arg(long, default_value_t = 0)]
+        every_secs: u64,
+        /// Stop looping after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        for_secs: u64,
+    },
     /// Bring cloud and LVM in line: finish interrupted growths and releases, link and add
     /// volumes of the drive that are not in its VG.
     Reconcile(DriveId),
@@ -335,6 +347,39 @@ pub fn run_drive(ctx: &Ctx, cmd: DriveCmd) -> anyhow::Result<ActionOutput> {
                 } else {
                     format!("drive {}: released {}\n", d.name(), rep.released.join(", "))
                 }
+            })
+        }
+        DriveCmd::PoolGuard {
+            id,
+            every_secs,
+            for_secs,
+        } => {
+            let d = drive(ctx, &id)?;
+            let storage = crate::drive::storage::Storage::new(ctx);
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(for_secs);
+            let mut grown = Vec::new();
+            loop {
+                if let Some(st) = storage.guard_pool(&d)? {
+                    grown.push(st);
+                }
+                if every_secs == 0 || std::time::Instant::now() >= until {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_secs(every_secs));
+            }
+            out(id.json, &grown, || match grown.last() {
+                None => format!(
+                    "drive {}: thin pool under its threshold (or none)\n",
+                    d.name()
+                ),
+                Some(st) => format!(
+                    "drive {}: thin pool grown {} time(s), now {} GiB data ({}.{:02} % used)\n",
+                    d.name(),
+                    grown.len(),
+                    st.data_bytes >> 30,
+                    st.data_bp / 100,
+                    st.data_bp % 100
+                ),
             })
         }
         DriveCmd::Reconcile(id) => {

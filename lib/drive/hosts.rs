@@ -24,7 +24,8 @@ impl From<VgReport> for VgView {
             size: r.vg.as_ref().map(|v| v.size).unwrap_or(0),
             free: r.vg.as_ref().map(|v| v.free).unwrap_or(0),
             lv_count: r.lvs.len(),
-            lv_bytes: r.lvs.iter().map(|l| l.size).sum(),
+            // Thin volumes live in the pool, which is counted by its size.
+            lv_bytes: r.lvs.iter().filter(|l| !l.is_thin()).map(|l| l.size).sum(),
             lvs: r
                 .lvs
                 .iter()

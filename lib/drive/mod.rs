@@ -7,3 +7,4 @@ pub mod hosts;
 pub mod naming;
 pub mod policy;
 pub mod storage;
+pub mod thin;

@@ -28,8 +28,8 @@ use super::env::{Deadline, HostEnv};
 use super::fs_ops::FormatReq;
 use super::proto::{
     IdentityReq, Limits, LvCreateReq, LvExtendReq, LvListReq, LvRemoveReq, LvRenameReq, LvTagReq,
-    PvAddReq, PvRemoveReq, Request, VersionInfo, VersionReq, VgLimitReq, VgReportReq,
-    WaitDeviceReq,
+    PoolEnsureReq, PvAddReq, PvRemoveReq, Request, VersionInfo, VersionReq, VgLimitReq,
+    VgReportReq, WaitDeviceReq,
 };
 use super::{devices, lv, metadata, vg};
 
@@ -85,6 +85,13 @@ pub enum HostCmd {
     LvCreate {
         #[command(flatten)]
         req: LvCreateReq,
+        #[command(flatten)]
+        limits: Limits,
+    },
+    /// Create the drive's thin pool, or grow its data and metadata.
+    PoolEnsure {
+        #[command(flatten)]
+        req: PoolEnsureReq,
         #[command(flatten)]
         limits: Limits,
     },
@@ -186,6 +193,7 @@ impl HostCmd {
             HostCmd::PvRemove { .. } => PvRemoveReq::OP,
             HostCmd::LvCreate { .. } => LvCreateReq::OP,
             HostCmd::LvExtend { .. } => LvExtendReq::OP,
+            HostCmd::PoolEnsure { .. } => PoolEnsureReq::OP,
             HostCmd::LvRemove { .. } => LvRemoveReq::OP,
             HostCmd::LvTag { .. } => LvTagReq::OP,
             HostCmd::LvList { .. } => LvListReq::OP,
@@ -270,6 +278,9 @@ pub fn run(cmd: HostCmd, stdin: &mut dyn Read, env: &Env) -> anyhow::Result<Acti
         HostCmd::PvRemove { req, limits } => with_agent(host, &limits, |a| vg::pv_remove(a, &req)),
         HostCmd::LvCreate { req, limits } => with_agent(host, &limits, |a| lv::lv_create(a, &req)),
         HostCmd::LvExtend { req, limits } => with_agent(host, &limits, |a| lv::lv_extend(a, &req)),
+        HostCmd::PoolEnsure { req, limits } => {
+            with_agent(host, &limits, |a| lv::pool_ensure(a, &req))
+        }
         HostCmd::LvRemove { req, limits } => with_agent(host, &limits, |a| lv::lv_remove(a, &req)),
         HostCmd::LvTag { req, limits } => with_agent(host, &limits, |a| lv::lv_tag(a, &req)),
         HostCmd::LvList { req, limits } => with_agent(host, &limits, |a| lv::lv_list(a, &req)),
@@ -382,7 +393,20 @@ mod tests {
                 lv: lv.clone(),
                 size_bytes: 12345,
                 tags: tags.clone(),
-                device_timeout_secs: 4
+                device_timeout_secs: 4,
+                thin_pool: None,
+                snapshot_of: Some(lv.clone()),
+            }
+        );
+        check!(
+            PoolEnsure,
+            PoolEnsureReq {
+                vg: vg.clone(),
+                pool: lv.clone(),
+                data_bytes: 1 << 30,
+                metadata_bytes: 1 << 22,
+                chunk_bytes: 1 << 16,
+                tags: tags.clone(),
             }
         );
         check!(

@@ -23,6 +23,23 @@ use crate::lvm::{DevicePath, LvName, Tag, VgName};
 
 use super::proto::*;
 
+/// What kind of LV `lv-create` makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LvKind {
+    /// Extents of its own (stale ones zeroed).
+    Thick,
+    /// A thin volume of this pool.
+    Thin {
+        /// The pool LV.
+        pool: LvName,
+    },
+    /// A thin snapshot of this thin volume.
+    Snapshot {
+        /// The origin LV.
+        origin: LvName,
+    },
+}
+
 /// What the ssh call gets beyond the agent's own deadline.
 pub const TRANSPORT_MARGIN: Duration = Duration::from_secs(30);
 
@@ -254,6 +271,24 @@ impl HostClient {
         size_bytes: u64,
         tags: &[Tag],
     ) -> anyhow::Result<LvCreated> {
+        self.lv_create_as(host, vg, lv, size_bytes, tags, LvKind::Thick)
+    }
+
+    /// `lv-create` of a thick LV, a thin volume or a thin snapshot.
+    pub fn lv_create_as(
+        &self,
+        host: &str,
+        vg: &VgName,
+        lv: &LvName,
+        size_bytes: u64,
+        tags: &[Tag],
+        kind: LvKind,
+    ) -> anyhow::Result<LvCreated> {
+        let (thin_pool, snapshot_of) = match kind {
+            LvKind::Thick => (None, None),
+            LvKind::Thin { pool } => (Some(pool), None),
+            LvKind::Snapshot { origin } => (None, Some(origin)),
+        };
         self.call(
             host,
             &LvCreateReq {
@@ -262,8 +297,15 @@ impl HostClient {
                 size_bytes,
                 tags: tags.to_vec(),
                 device_timeout_secs: self.timeouts.device.as_secs().max(1),
+                thin_pool,
+                snapshot_of,
             },
         )
+    }
+
+    /// `pool-ensure`.
+    pub fn pool_ensure(&self, host: &str, req: &PoolEnsureReq) -> anyhow::Result<PoolStatus> {
+        self.call(host, req)
     }
 
     /// `lv-extend`, with the configured device deadline.

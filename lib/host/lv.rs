@@ -15,7 +15,7 @@ use crate::wait::{poll, Poll, Wait};
 use super::agent::Agent;
 use super::proto::{
     LvCreateReq, LvCreated, LvExtendReq, LvExtended, LvList, LvListReq, LvRemoveReq, LvRemoved,
-    LvRenameReq, LvRenamed, LvTagReq, LvTagged,
+    LvRenameReq, LvRenamed, LvTagReq, LvTagged, PoolEnsureReq, PoolStatus,
 };
 use super::zero;
 
@@ -204,7 +204,7 @@ pub fn lv_create(a: &Agent, req: &LvCreateReq) -> anyhow::Result<LvCreated> {
                     ),
                 ));
             }
-            if existing.size < req.size_bytes {
+            if existing.size < req.size_bytes && !existing.is_thin() {
                 return Err(fail(
                     ErrorKind::Refused,
                     format!(
@@ -216,14 +216,50 @@ pub fn lv_create(a: &Agent, req: &LvCreateReq) -> anyhow::Result<LvCreated> {
             false
         }
         None => {
-            let mut tags = req.tags.clone();
-            tags.push(zero::zero_from_tag(0));
-            tracing::info!("lvcreate {}/{} ({} bytes)", req.vg, req.lv, req.size_bytes);
-            a.lvm.lvcreate(&req.vg, &req.lv, req.size_bytes, &tags)?;
+            match (&req.thin_pool, &req.snapshot_of) {
+                (_, Some(origin)) => {
+                    let o = require_lv(a, &req.vg, origin)?;
+                    refuse_unless_ours(&o, "snapshot")?;
+                    if !o.is_thin() {
+                        return Err(fail(
+                            ErrorKind::Refused,
+                            format!(
+                                "LV {}/{origin} is not a thin volume: only thin volumes get instant snapshots",
+                                req.vg
+                            ),
+                        ));
+                    }
+                    tracing::info!("lvcreate -s {}/{origin} -n {}", req.vg, req.lv);
+                    a.lvm
+                        .lvcreate_thin_snapshot(&req.vg, origin, &req.lv, &req.tags)?;
+                }
+                (Some(pool), None) => {
+                    tracing::info!(
+                        "lvcreate thin {}/{} ({} bytes) in {pool}",
+                        req.vg,
+                        req.lv,
+                        req.size_bytes
+                    );
+                    a.lvm
+                        .lvcreate_thin(&req.vg, pool, &req.lv, req.size_bytes, &req.tags)?;
+                }
+                (None, None) => {
+                    let mut tags = req.tags.clone();
+                    tags.push(zero::zero_from_tag(0));
+                    tracing::info!("lvcreate {}/{} ({} bytes)", req.vg, req.lv, req.size_bytes);
+                    a.lvm.lvcreate(&req.vg, &req.lv, req.size_bytes, &tags)?;
+                }
+            }
             true
         }
     };
-    let lv = require_lv(a, &req.vg, &req.lv)?;
+    let mut lv = require_lv(a, &req.vg, &req.lv)?;
+    // A snapshot is its origin's size: the disk may be asked larger. The new range of a thin
+    // volume holds no block, so it reads zeroes without any zeroing.
+    if lv.is_thin() && lv.size < req.size_bytes {
+        a.lvm.lvextend(&req.vg, &req.lv, req.size_bytes)?;
+        lv = require_lv(a, &req.vg, &req.lv)?;
+    }
     let (path, fresh_bytes, zeroed_bytes) =
         make_ready(a, &vg, &lv, Duration::from_secs(req.device_timeout_secs))?;
     Ok(LvCreated {
@@ -246,8 +282,9 @@ pub fn lv_extend(a: &Agent, req: &LvExtendReq) -> anyhow::Result<LvExtended> {
     refuse_unless_ours(&lv, "extend")?;
     let mut extended = false;
     if lv.size < req.size_bytes {
-        // A pending mark from an unfinished run starts lower: keep it, it covers more.
-        if zero::zero_from(&lv).is_none() {
+        // A pending mark from an unfinished run starts lower: keep it, it covers more. A thin
+        // volume's new range has no block yet: it reads zeroes, nothing to zero.
+        if zero::zero_from(&lv).is_none() && !lv.is_thin() {
             a.lvm
                 .lvchange_tags(&req.vg, &req.lv, &[zero::zero_from_tag(lv.extents())], &[])?;
         }
@@ -272,6 +309,92 @@ pub fn lv_extend(a: &Agent, req: &LvExtendReq) -> anyhow::Result<LvExtended> {
         extended,
         fresh_bytes,
         zeroed_bytes,
+    })
+}
+
+/// `pool-ensure`: creates the drive's thin pool, or grows its data and metadata to the sizes
+/// asked (never shrinks: LVM cannot).
+pub fn pool_ensure(a: &Agent, req: &PoolEnsureReq) -> anyhow::Result<PoolStatus> {
+    refuse_reserved(&req.tags)?;
+    if !req.tags.iter().any(|t| is_owner_tag(t.as_str())) {
+        return Err(fail(
+            ErrorKind::BadInput,
+            format!(
+                "pool {}/{}: at least one one.* tag is required",
+                req.vg, req.pool
+            ),
+        ));
+    }
+    if !req.chunk_bytes.is_power_of_two() {
+        return Err(fail(
+            ErrorKind::BadInput,
+            format!("chunk size {} is not a power of two", req.chunk_bytes),
+        ));
+    }
+    let _lock = a.lock_vg(&req.vg)?;
+    require_vg(a, &req.vg)?;
+    let (mut created, mut extended) = (false, false);
+    let pool = match a.lvm.lv(&req.vg, &req.pool)? {
+        Some(p) => p,
+        None => {
+            tracing::info!(
+                "lvcreate thin-pool {}/{} ({} bytes, metadata {} bytes)",
+                req.vg,
+                req.pool,
+                req.data_bytes,
+                req.metadata_bytes
+            );
+            a.lvm.lvcreate_thin_pool(
+                &req.vg,
+                &req.pool,
+                req.data_bytes,
+                req.metadata_bytes,
+                req.chunk_bytes,
+                &req.tags,
+            )?;
+            created = true;
+            require_lv(a, &req.vg, &req.pool)?
+        }
+    };
+    refuse_unless_ours(&pool, "grow")?;
+    if !pool.is_thin_pool() {
+        return Err(fail(
+            ErrorKind::Refused,
+            format!("LV {}/{} is not a thin pool", req.vg, req.pool),
+        ));
+    }
+    if pool.size < req.data_bytes {
+        tracing::info!(
+            "lvextend {}/{} from {} to {} bytes",
+            req.vg,
+            req.pool,
+            pool.size,
+            req.data_bytes
+        );
+        a.lvm.lvextend(&req.vg, &req.pool, req.data_bytes)?;
+        extended = true;
+    }
+    if pool.metadata_size.unwrap_or(0) < req.metadata_bytes {
+        tracing::info!(
+            "lvextend {}/{} metadata to {} bytes",
+            req.vg,
+            req.pool,
+            req.metadata_bytes
+        );
+        a.lvm
+            .lvextend_pool_metadata(&req.vg, &req.pool, req.metadata_bytes)?;
+        extended = true;
+    }
+    let pool = require_lv(a, &req.vg, &req.pool)?;
+    Ok(PoolStatus {
+        vg: req.vg.to_string(),
+        pool: req.pool.to_string(),
+        data_bytes: pool.size,
+        metadata_bytes: pool.metadata_size.unwrap_or(0),
+        data_bp: pool.data_bp.unwrap_or(0),
+        metadata_bp: pool.metadata_bp.unwrap_or(0),
+        created,
+        extended,
     })
 }
 

@@ -234,6 +234,35 @@ pub struct LvCreateReq {
     /// Longest wait for the LV's device node.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub device_timeout_secs: u64,
+    /// Make it a thin volume of this pool (reads zeroes until written; nothing to zero).
+    #[arg(long, conflicts_with = "snapshot_of")]
+    pub thin_pool: Option<LvName>,
+    /// Make it a thin snapshot of this thin LV of ours (then grown to the size asked).
+    #[arg(long)]
+    pub snapshot_of: Option<LvName>,
+}
+
+/// `pool-ensure`: the drive's thin pool exists with at least these sizes.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct PoolEnsureReq {
+    /// The volume group.
+    #[arg(long)]
+    pub vg: VgName,
+    /// The pool LV.
+    #[arg(long)]
+    pub pool: LvName,
+    /// Data size, bytes.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub data_bytes: u64,
+    /// Metadata size, bytes.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub metadata_bytes: u64,
+    /// Chunk size at creation, bytes (a power of two, 64 KiB to 1 GiB).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(65536..=(1 << 30)))]
+    pub chunk_bytes: u64,
+    /// A `key=value` tag for a new pool; at least one must start with `one.`.
+    #[arg(long = "tag")]
+    pub tags: Vec<Tag>,
 }
 
 /// `lv-extend`: grow an LV (new stale extents read as zeros).
@@ -404,10 +433,33 @@ impl Request for LvCreateReq {
         ];
         push_all(&mut a, "tag", &self.tags);
         a.push(flag("device-timeout-secs", self.device_timeout_secs));
+        if let Some(p) = &self.thin_pool {
+            a.push(flag("thin-pool", p));
+        }
+        if let Some(o) = &self.snapshot_of {
+            a.push(flag("snapshot-of", o));
+        }
         a
     }
     fn waits(&self) -> Duration {
         Duration::from_secs(self.device_timeout_secs)
+    }
+}
+
+impl Request for PoolEnsureReq {
+    const OP: &'static str = "pool-ensure";
+    const LOCKS: bool = true;
+    type Response = PoolStatus;
+    fn args(&self) -> Vec<String> {
+        let mut a = vec![
+            flag("vg", &self.vg),
+            flag("pool", &self.pool),
+            flag("data-bytes", self.data_bytes),
+            flag("metadata-bytes", self.metadata_bytes),
+            flag("chunk-bytes", self.chunk_bytes),
+        ];
+        push_all(&mut a, "tag", &self.tags);
+        a
     }
 }
 
@@ -621,6 +673,27 @@ pub struct LvCreated {
     pub fresh_bytes: u64,
     /// Bytes zeroed because a deleted LV may have used them.
     pub zeroed_bytes: u64,
+}
+
+/// `pool-ensure`: the pool as it is now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolStatus {
+    /// The VG.
+    pub vg: String,
+    /// The pool LV.
+    pub pool: String,
+    /// Data size, bytes.
+    pub data_bytes: u64,
+    /// Metadata size, bytes.
+    pub metadata_bytes: u64,
+    /// Data usage, hundredths of a percent.
+    pub data_bp: u32,
+    /// Metadata usage, hundredths of a percent.
+    pub metadata_bp: u32,
+    /// Whether this call created it.
+    pub created: bool,
+    /// Whether this call grew its data or metadata.
+    pub extended: bool,
 }
 
 /// `lv-extend`.

@@ -211,6 +211,107 @@ impl Lvm {
         self.run("lvcreate", &args).map(drop)
     }
 
+    /// `lvcreate --type thin-pool -L <data> --poolmetadatasize <meta> --chunksize <chunk> -Zy`:
+    /// the pool zeroes every block it provisions (a thin volume never shows bytes of a deleted
+    /// one). LVM's default `errorwhenfull n` stays: a write to a full pool waits (the kernel's
+    /// `no_space_timeout`, 60 s) for the drive to grow instead of failing at once.
+    pub fn lvcreate_thin_pool(
+        &self,
+        vg: &VgName,
+        pool: &LvName,
+        data_bytes: u64,
+        metadata_bytes: u64,
+        chunk_bytes: u64,
+        tags: &[Tag],
+    ) -> anyhow::Result<()> {
+        let (size, meta, chunk) = (
+            size_arg(data_bytes)?,
+            size_arg(metadata_bytes)?,
+            size_arg(chunk_bytes)?,
+        );
+        let mut args: Vec<&str> = vec![
+            "--type",
+            "thin-pool",
+            "-n",
+            pool.as_str(),
+            "-L",
+            &size,
+            "--poolmetadatasize",
+            &meta,
+            "--chunksize",
+            &chunk,
+            "-Zy",
+            "--yes",
+        ];
+        for t in tags {
+            args.extend(["--addtag", t.as_str()]);
+        }
+        args.push(vg.as_str());
+        self.run("lvcreate", &args).map(drop)
+    }
+
+    /// `lvcreate --type thin -V <bytes>b -n <lv> --thinpool <pool> <vg>`: a thin volume, which
+    /// reads zeroes until written.
+    pub fn lvcreate_thin(
+        &self,
+        vg: &VgName,
+        pool: &LvName,
+        lv: &LvName,
+        size_bytes: u64,
+        tags: &[Tag],
+    ) -> anyhow::Result<()> {
+        let size = size_arg(size_bytes)?;
+        let mut args: Vec<&str> = vec![
+            "--type",
+            "thin",
+            "-V",
+            &size,
+            "-n",
+            lv.as_str(),
+            "--thinpool",
+            pool.as_str(),
+            "--yes",
+        ];
+        for t in tags {
+            args.extend(["--addtag", t.as_str()]);
+        }
+        args.push(vg.as_str());
+        self.run("lvcreate", &args).map(drop)
+    }
+
+    /// `lvcreate -s -kn -n <lv> <vg>/<origin>`: a thin snapshot of a thin volume, activated
+    /// like any other LV (`-kn`: no activation skip).
+    pub fn lvcreate_thin_snapshot(
+        &self,
+        vg: &VgName,
+        origin: &LvName,
+        lv: &LvName,
+        tags: &[Tag],
+    ) -> anyhow::Result<()> {
+        let target = lv_arg(vg, origin);
+        let mut args: Vec<&str> = vec!["-s", "-kn", "-n", lv.as_str(), "--yes"];
+        for t in tags {
+            args.extend(["--addtag", t.as_str()]);
+        }
+        args.push(&target);
+        self.run("lvcreate", &args).map(drop)
+    }
+
+    /// `lvextend --poolmetadatasize <bytes>b <vg>/<pool>`.
+    pub fn lvextend_pool_metadata(
+        &self,
+        vg: &VgName,
+        pool: &LvName,
+        metadata_bytes: u64,
+    ) -> anyhow::Result<()> {
+        let size = size_arg(metadata_bytes)?;
+        self.run(
+            "lvextend",
+            &["--poolmetadatasize", &size, &lv_arg(vg, pool)],
+        )
+        .map(drop)
+    }
+
     /// `lvextend -L <bytes>b <vg>/<lv>`.
     pub fn lvextend(&self, vg: &VgName, lv: &LvName, size_bytes: u64) -> anyhow::Result<()> {
         let size = size_arg(size_bytes)?;

@@ -16,7 +16,7 @@ pub const PV_FIELDS: &str = "pv_name,pv_uuid,vg_name,pv_size,pv_free,pv_pe_count
 pub const VG_FIELDS: &str = "vg_name,vg_uuid,vg_size,vg_free,vg_extent_size,vg_extent_count,vg_free_count,pv_count,lv_count,vg_missing_pv_count,vg_tags";
 /// `lvs --segments -o` fields.
 pub const SEG_FIELDS: &str =
-    "lv_name,vg_name,lv_uuid,lv_size,lv_tags,segtype,seg_start_pe,seg_size_pe,seg_pe_ranges";
+    "lv_name,vg_name,lv_uuid,lv_size,lv_tags,segtype,seg_start_pe,seg_size_pe,seg_pe_ranges,pool_lv,origin,data_percent,metadata_percent,lv_metadata_size";
 
 /// The name LVM gives a PV whose device is missing.
 pub const MISSING_PV_NAME: &str = "[unknown]";
@@ -76,7 +76,7 @@ pub struct Vg {
 }
 
 /// A logical volume with its segment map.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lv {
     /// Name.
     pub name: String,
@@ -90,6 +90,21 @@ pub struct Lv {
     pub tags: Vec<String>,
     /// Segments in logical order.
     pub segments: Vec<Segment>,
+    /// The thin pool of a thin volume.
+    #[serde(default)]
+    pub pool: Option<String>,
+    /// The origin of a snapshot.
+    #[serde(default)]
+    pub origin: Option<String>,
+    /// Metadata size of a thin pool, bytes.
+    #[serde(default)]
+    pub metadata_size: Option<u64>,
+    /// Data usage of a thin pool or thin volume, in hundredths of a percent.
+    #[serde(default)]
+    pub data_bp: Option<u32>,
+    /// Metadata usage of a thin pool, in hundredths of a percent.
+    #[serde(default)]
+    pub metadata_bp: Option<u32>,
 }
 
 /// One segment of an LV: logical extents `[start_le, start_le + size_le)`.
@@ -120,6 +135,16 @@ impl Lv {
     /// Whether it carries this exact tag.
     pub fn has_tag(&self, tag: &str) -> bool {
         self.tags.iter().any(|t| t == tag)
+    }
+
+    /// Whether it is a thin volume (its blocks live in a pool: no extents of its own).
+    pub fn is_thin(&self) -> bool {
+        self.segments.iter().any(|s| s.segtype == "thin")
+    }
+
+    /// Whether it is a thin pool.
+    pub fn is_thin_pool(&self) -> bool {
+        self.segments.iter().any(|s| s.segtype == "thin-pool")
     }
 
     /// Size in extents (sum of segments).
@@ -199,6 +224,17 @@ struct RawSeg {
     seg_start_pe: String,
     seg_size_pe: String,
     seg_pe_ranges: String,
+    // Absent from reports captured before thin support: read as empty.
+    #[serde(default)]
+    pool_lv: String,
+    #[serde(default)]
+    origin: String,
+    #[serde(default)]
+    lv_metadata_size: String,
+    #[serde(default)]
+    data_percent: String,
+    #[serde(default)]
+    metadata_percent: String,
 }
 
 fn num(field: &str, v: &str) -> anyhow::Result<u64> {
@@ -207,6 +243,20 @@ fn num(field: &str, v: &str) -> anyhow::Result<u64> {
     whole
         .parse()
         .map_err(|_| anyhow::anyhow!("LVM report field {field} = {v:?} is not a whole number"))
+}
+
+/// A percentage as LVM prints it (`12.34`, `""` when not applicable) in hundredths.
+fn basis_points(field: &str, v: &str) -> anyhow::Result<Option<u32>> {
+    let v = v.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let bad = || anyhow::anyhow!("LVM report field {field} = {v:?} is not a percentage");
+    let (whole, frac) = v.split_once('.').unwrap_or((v, ""));
+    let whole: u32 = whole.parse().map_err(|_| bad())?;
+    let frac2: String = frac.chars().chain("00".chars()).take(2).collect();
+    let frac2: u32 = frac2.parse().map_err(|_| bad())?;
+    Ok(Some(whole * 100 + frac2))
 }
 
 fn tags(v: &str) -> Vec<String> {
@@ -285,6 +335,14 @@ pub fn parse_lv_segments(json: &[u8]) -> anyhow::Result<Vec<Lv>> {
                 None => out.push(Lv {
                     size: num("lv_size", &r.lv_size)?,
                     tags: tags(&r.lv_tags),
+                    pool: (!r.pool_lv.is_empty()).then(|| r.pool_lv.clone()),
+                    origin: (!r.origin.is_empty()).then(|| r.origin.clone()),
+                    metadata_size: match r.lv_metadata_size.as_str() {
+                        "" => None,
+                        v => Some(num("lv_metadata_size", v)?),
+                    },
+                    data_bp: basis_points("data_percent", &r.data_percent)?,
+                    metadata_bp: basis_points("metadata_percent", &r.metadata_percent)?,
                     name: r.lv_name,
                     vg: r.vg_name,
                     uuid: r.lv_uuid,
@@ -418,6 +476,23 @@ mod tests {
         for bad in ["/dev/x", "/dev/x:a-b", "/dev/x:7-3", ":1-2"] {
             assert!(parse_pe_ranges(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn thin_pools_and_volumes_report_usage() {
+        let json = br#"{"report":[{"seg":[
+          {"lv_name":"bsud-pool","vg_name":"vg-one-1","lv_uuid":"p","lv_size":"1073741824","lv_tags":"one.bsud.pool=1","segtype":"thin-pool","seg_start_pe":"0","seg_size_pe":"256","seg_pe_ranges":"bsud-pool_tdata:0-255","pool_lv":"","data_percent":"72.05","metadata_percent":"10.5"},
+          {"lv_name":"lv-one-7-0","vg_name":"vg-one-1","lv_uuid":"t","lv_size":"10737418240","lv_tags":"one.vm=7","segtype":"thin","seg_start_pe":"0","seg_size_pe":"2560","seg_pe_ranges":"","pool_lv":"bsud-pool","data_percent":"0.00","metadata_percent":""}]}]}"#;
+        let lvs = parse_lv_segments(json).unwrap();
+        assert!(lvs[0].is_thin_pool() && !lvs[0].is_thin());
+        assert_eq!(
+            (lvs[0].data_bp, lvs[0].metadata_bp),
+            (Some(7205), Some(1050))
+        );
+        assert!(lvs[1].is_thin());
+        assert_eq!(lvs[1].pool.as_deref(), Some("bsud-pool"));
+        assert_eq!((lvs[1].data_bp, lvs[1].metadata_bp), (Some(0), None));
+        assert!(basis_points("data_percent", "lots").is_err());
     }
 
     #[test]

@@ -514,6 +514,7 @@ mod tests {
             size: 1,
             tags: vec![],
             segments: vec![],
+            ..Default::default()
         };
         let lvs = vec![
             lv("img-one-7"),

@@ -1,5 +1,5 @@
 //! `rm`: removes the image LV, its snapshot LVs and any import scratch, then lets the drive
-//! shrink. Refuses (exit 6) a SOURCE that is not one of ours: not
+//! shrink, and removes the hosts' cached copies of the image (thin drives). Refuses (exit 6) a SOURCE that is not one of ours: not
 //! `<host>:vg-one-<this ds>/img-one-<this image>`, or an LV without this image's tag. An image
 //! already gone is success (oned may retry).
 
@@ -40,6 +40,8 @@ pub fn run(ctx: &Ctx, m: &DsMessage) -> anyhow::Result<ActionOutput> {
             removed += 1;
         }
     }
+    // Hosts' cached copies go too, even on a retry: a copy is useless without its image.
+    storage.evict_image_caches(id);
     if removed == 0 {
         tracing::info!("image {id}: {} is already gone", img.source());
     } else {

@@ -49,6 +49,7 @@ pub(super) fn copy_back(
             image_lv.size
         );
     }
+    storage.bump_generation(&s.img.loc())?;
     let got = transfer::copy_lv(
         &storage.hosts,
         &ctx.config,

@@ -542,6 +542,7 @@ mod tests {
                 "one.bsud.zero-from=0".into(),
             ],
             segments: vec![],
+            ..Default::default()
         };
         assert_eq!(
             carried_tags(&lv, &[tag(TAG_SNAPSHOT, 3)]),

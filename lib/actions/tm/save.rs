@@ -70,6 +70,7 @@ impl Tm<'_> {
         if have < d.size {
             self.storage.extend(&img_drive, &img.lv, d.size)?;
         }
+        self.storage.bump_generation(&img.loc()?)?;
         self.copy_over(&disk, &img, false, true)?;
         self.save_snapshots(&disk, &img, image, vm)?;
         crate::crashpoint::reached("mvds:copied");
