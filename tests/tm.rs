@@ -192,8 +192,14 @@ impl Bed {
     fn ok_stdin(&self, line: &str, stdin: &[u8]) {
         let t = std::time::Instant::now();
         let r = self.line_env(line, stdin, &[]);
-        if std::env::var_os("TM_TIMING").is_some() {
-            eprintln!("TIMING {line}: {:.1}s", t.elapsed().as_secs_f64());
+        match std::env::var("TM_TIMING").as_deref() {
+            Ok("verbose") => eprintln!(
+                "TIMING {line}: {:.1}s\n{}",
+                t.elapsed().as_secs_f64(),
+                r.stderr
+            ),
+            Ok(_) => eprintln!("TIMING {line}: {:.1}s", t.elapsed().as_secs_f64()),
+            Err(_) => {}
         }
         assert_eq!(r.code, Some(0), "{line}\n{}", r.stderr);
         assert_eq!(r.stdout, "", "{line}: TM actions print nothing");
@@ -1986,7 +1992,7 @@ fn rk_thin_clone_of_a_cached_image_is_instant() {
             "kvm1",
             &format!(
                 "head -c {data_mib}M {disk} | md5sum; for off in 2048 6000 10176; do \
-                 dd if={disk} bs=1M skip=$off count=64 status=none | cmp -s - /dev/zero && echo zero; done"
+                 dd if={disk} bs=1M skip=$off count=64 status=none | cmp -s -n 67108864 - /dev/zero && echo zero; done"
             ),
         );
         assert_eq!(got, format!("{want}zero\nzero\nzero\n"), "VM {vm}'s clone");
@@ -2013,17 +2019,13 @@ fn rk_thin_clone_of_a_cached_image_is_instant() {
     assert!(!lvs.iter().any(|l| l.contains("cache")), "{lvs:?}");
     let disk = bed.at("kvm1", &disk_path(THIN_DS, 42, 0)).quoted();
     assert_eq!(
-        gsh(
-            &bed,
-            "kvm1",
-            &format!("head -c {data_mib}M {disk} | md5sum")
-        ),
-        want,
+        gsh(&bed, "kvm1", &format!("head -c 64M {disk} | md5sum")),
+        gsh(&bed, "kvm1", &format!("{gen} | head -c 64M | md5sum")),
         "VM 42's clone after its origin and the image are gone"
     );
 }
 
-/// A guest writes 2.5 GiB into a 4 GiB thin disk whose pool holds 1 GiB while
+/// A guest writes 1.5 GiB into a 4 GiB thin disk whose pool holds 1 GiB while
 /// `drive pool-guard` runs: the drive grows (new BSU, vgextend, pool extend) and every write
 /// succeeds with the bytes intact; a discard gives the blocks back to the pool.
 #[test]
@@ -2060,9 +2062,10 @@ fn rk_thin_pool_grows_before_guest_writes_fail() {
         &bed,
         "kvm1",
         &format!(
-            "dmesg -c >/dev/null; {gen} | head -c 2560M | dd of={lv} bs=1M iflag=fullblock \
-             oflag=direct status=none && echo written; {gen} | head -c 2560M | md5sum; \
-             head -c 2560M {lv} | md5sum; dmesg | grep -ci 'out-of-data' || true"
+            "dmesg -c >/dev/null; {gen} | head -c 1536M | dd of={lv} bs=1M iflag=fullblock \
+             oflag=direct status=none && echo written; \
+             {gen} | head -c 1536M | cmp -s -n 1610612736 - {lv} && echo same || echo differ; \
+             dmesg | grep -ci 'out-of-data' || true"
         ),
     );
     let wrote = t.elapsed().as_secs_f64();
@@ -2076,18 +2079,18 @@ fn rk_thin_pool_grows_before_guest_writes_fail() {
 guard: {}",
         String::from_utf8_lossy(&g.stderr)
     );
-    assert_eq!(lines[1], lines[2], "bytes read back");
+    assert_eq!(lines[1], "same", "bytes read back");
     let (pool1, used1) = pool_usage(&bed, "kvm1", THIN_DS);
     println!(
-        "BENCH rk thin pool growth under a guest writer: 2.5 GiB in {wrote:.1}s, pool {} → {} MiB, \
+        "BENCH rk thin pool growth under a guest writer: 1.5 GiB in {wrote:.1}s, pool {} → {} MiB, \
          {:.1} % used, {} BSU(s) added, out-of-data events: {}",
         pool0 >> 20,
         pool1 >> 20,
         used1,
         bed.volumes().len() - bsus0,
-        lines.get(3).unwrap_or(&"?")
+        lines.get(2).unwrap_or(&"?")
     );
-    assert!(pool1 >= 2560 << 20, "pool grew: {pool0} → {pool1}");
+    assert!(pool1 >= 1536 << 20, "pool grew: {pool0} → {pool1}");
     assert!(bed.volumes().len() > bsus0, "the drive grew");
     gsh(&bed, "kvm1", &format!("blkdiscard {lv}"));
     let (_, used2) = pool_usage(&bed, "kvm1", THIN_DS);

@@ -128,8 +128,9 @@ pub fn plan(s: &DriveSettings, pool: Option<&Lv>, will_write: u64) -> PoolPlan {
         .max((need * 100).div_ceil(pct))
         .max(MIN_POOL);
     if data > size {
-        // Grow by a quarter at least so a steady writer does not grow the pool every time.
-        data = data.max(size + size / 4).next_multiple_of(GIB);
+        // Double at least: a guest writing steadily meets a few growths (logarithmic), not one
+        // per guard pass, and each growth leaves it more time before the next.
+        data = data.max(size * 2).min(max.max(data)).next_multiple_of(GIB);
     }
     let mut metadata = meta.max(meta_for_max);
     if meta_bp >= pct * 100 {

@@ -305,6 +305,7 @@ fn describe_status(status: &ExitStatus) -> (String, Option<i32>) {
 pub fn output(cmd: &Cmd) -> Result<Output, ExecError> {
     let command = cmd.display();
     tracing::debug!(target: "exec", "run: {command}");
+    let started = std::time::Instant::now();
     let mut c = cmd.to_command();
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
     c.stdin(match cmd.stdin {
@@ -352,6 +353,13 @@ pub fn output(cmd: &Cmd) -> Result<Output, ExecError> {
     if let Some(f) = feeder {
         let _ = f.join();
     }
+    // Which step of a slow action took the time.
+    tracing::debug!(
+        target: "exec",
+        "took {:.2}s: {}",
+        started.elapsed().as_secs_f64(),
+        command.chars().take(160).collect::<String>()
+    );
     match waited {
         Ok(status) => Ok(Output {
             status,

@@ -326,6 +326,7 @@ mod tests {
             size: segments.iter().map(|s| s.size_le).sum::<u64>() * E,
             tags: vec![],
             segments,
+            ..Default::default()
         }
     }
 

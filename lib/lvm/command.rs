@@ -312,6 +312,13 @@ impl Lvm {
         .map(drop)
     }
 
+    /// `lvextend -l +<percent>%FREE <vg>/<lv>`: a share of the VG's free extents.
+    pub fn lvextend_free_share(&self, vg: &VgName, lv: &LvName, percent: u8) -> anyhow::Result<()> {
+        let share = format!("+{}%FREE", percent.min(100));
+        self.run("lvextend", &["-l", &share, &lv_arg(vg, lv)])
+            .map(drop)
+    }
+
     /// `lvextend -L <bytes>b <vg>/<lv>`.
     pub fn lvextend(&self, vg: &VgName, lv: &LvName, size_bytes: u64) -> anyhow::Result<()> {
         let size = size_arg(size_bytes)?;

@@ -158,6 +158,50 @@ pub fn datastore_location(xml: &str) -> Option<String> {
     }
 }
 
+/// Usage at which the probe warns and grows a thin pool from the VG's free space (the
+/// frontend's `drive pool-guard` grows the drive itself, at the datastore's threshold).
+const POOL_ALERT_BP: u32 = 8000;
+
+/// A thin drive: USED becomes what the pool holds (not its size), and a pool past
+/// [`POOL_ALERT_BP`] is grown at once from the VG's free extents, which needs no cloud call.
+fn check_pool(lvm: &Lvm, d: &mut DriveCapacity) -> anyhow::Result<()> {
+    let vg: crate::lvm::VgName = format!("vg-one-{}", d.id).parse()?;
+    let lvs = lvm.lvs(&vg)?;
+    let Some(pool) = lvs
+        .iter()
+        .find(|l| l.name == crate::drive::thin::POOL_LV && l.is_thin_pool())
+    else {
+        return Ok(());
+    };
+    let held = crate::drive::thin::used_bytes(pool);
+    d.used_mb = d.used_mb.saturating_sub(pool.size / MIB) + held / MIB;
+    d.free_mb = d.total_mb.saturating_sub(d.used_mb);
+    let (data, meta) = (pool.data_bp.unwrap_or(0), pool.metadata_bp.unwrap_or(0));
+    if data.max(meta) < POOL_ALERT_BP {
+        return Ok(());
+    }
+    eprintln!(
+        "bsud probe: thin pool {vg}/{} is {}.{:02} % full (metadata {}.{:02} %): growing it \
+         from the VG's free space; `one-bsud drive pool-guard` on the frontend adds BSUs",
+        pool.name,
+        data / 100,
+        data % 100,
+        meta / 100,
+        meta % 100
+    );
+    let name: crate::lvm::LvName = pool.name.parse()?;
+    let r = if data >= POOL_ALERT_BP {
+        lvm.lvextend_free_share(&vg, &name, 50)
+    } else {
+        lvm.lvextend_pool_metadata(
+            &vg,
+            &name,
+            pool.metadata_size.unwrap_or(0).saturating_mul(2),
+        )
+    };
+    r.map_err(|e| e.context("the VG has no room left: the frontend must add a BSU"))
+}
+
 /// `path` (an OpenNebula host path) as seen in this host view.
 fn on_host(h: &HostEnv, path: &str) -> PathBuf {
     h.root.join(path.trim_start_matches('/'))
@@ -167,7 +211,12 @@ fn on_host(h: &HostEnv, path: &str) -> PathBuf {
 pub fn run(cmd: ProbeCmd, stdin: &mut dyn Read, env: &Env) -> anyhow::Result<ActionOutput> {
     let h = HostEnv::from_env(env);
     let lvm = Lvm::new(h.lvm_system_dir.clone(), Instant::now() + PROBE_DEADLINE);
-    let drives = drive_capacities(&lvm.vgs_all()?);
+    let mut drives = drive_capacities(&lvm.vgs_all()?);
+    for d in &mut drives {
+        if let Err(e) = check_pool(&lvm, d) {
+            eprintln!("bsud probe: thin pool of vg-one-{}: {e:#}", d.id);
+        }
+    }
     let lines: Vec<String> = match cmd {
         ProbeCmd::Ds => drives.iter().map(DriveCapacity::line).collect(),
         ProbeCmd::VmDisks(a) => {

@@ -104,13 +104,22 @@ impl Tm<'_> {
         let disk = conventional(dst, vm)?;
         let size_mb = self.vm(vm)?.disk(dst.disk_id).and_then(|d| d.size_mb);
         let image_tag = tag(TAG_IMAGE, image);
-        match self.lv_info(&disk)? {
+        // One listing of the VM host's drive answers both "done already?" and "cached?"; the
+        // image's, on its own host, is taken meanwhile.
+        let (here, image_lv) = std::thread::scope(|s| {
+            let image_lv = s.spawn(|| self.lv_info(&img));
+            (self.vg_lvs(&disk), image_lv.join())
+        });
+        let here = here?;
+        let image_lv = image_lv.map_err(|_| anyhow::anyhow!("listing {img} panicked"))?;
+        let find = |l: &DiskLv| here.iter().find(|x| x.name == l.lv).cloned();
+        match find(&disk) {
             // A rerun after success (or a crash after the copy): keep it.
             Some(l) if is_ready(&l) && l.has_tag(&image_tag) => {
                 tracing::info!("{disk} already holds image {image}")
             }
             _ => {
-                let Some(src) = self.lv_info(&img)? else {
+                let Some(src) = image_lv? else {
                     return Err(fail(
                         ErrorKind::Failed,
                         format!("image {image}: its LV {img} does not exist"),
@@ -119,7 +128,8 @@ impl Tm<'_> {
                 let tags = disk_tags(vm, dst.disk_id, Some(image));
                 let min = mib(size_mb.unwrap_or(0));
                 if !with_snapshots && self.drive_of(&disk)?.settings.thin {
-                    self.clone_from_cache(&img, &src, image, &disk, min, tags)?;
+                    let cached = find(&cache_lv(&disk, image));
+                    self.clone_from_cache(&img, &src, image, &disk, min, tags, cached)?;
                 } else {
                     self.copy_to_new(&img, src.size, &disk, min, &tags, false)?;
                 }
@@ -143,7 +153,8 @@ impl Tm<'_> {
 
 impl Tm<'_> {
     /// `disk` as a thin snapshot of the host's cached copy of image LV `img` (`src`), filling
-    /// the cache first when it has no current copy.
+    /// the cache first when it has no current copy (`cached`: the copy as listed).
+    #[allow(clippy::too_many_arguments)]
     fn clone_from_cache(
         &self,
         img: &DiskLv,
@@ -152,11 +163,11 @@ impl Tm<'_> {
         disk: &DiskLv,
         min_bytes: u64,
         mut tags: Vec<String>,
+        mut cached: Option<Lv>,
     ) -> anyhow::Result<()> {
         let cache = cache_lv(disk, image);
         let key_tag = tag(TAG_CACHE, content_key(src));
         let current = |l: &Lv| l.has_tag(&key_tag) && is_ready(l);
-        let mut cached = self.lv_info(&cache)?;
         if !cached.as_ref().is_some_and(current) {
             let _fill = FileLock::acquire(
                 &self.ctx.config.lock_dir,
