@@ -103,7 +103,10 @@ impl Bed {
         tb.put_datastore(
             &small(DatastoreSpec::system(THIN_DS))
                 .attr("BSUD_THIN", "YES")
-                .attr("BSUD_MAX_SIZE_GIB", "64"),
+                .attr("BSUD_MAX_SIZE_GIB", "64")
+                // A guest under TCG saturates its one vCPU while it writes, which slows the
+                // host side of a growth: start it early.
+                .attr("BSUD_POOL_GROW_PERCENT", "50"),
         )
         .unwrap();
         let mut env = tb.env();
@@ -734,7 +737,7 @@ fn assert_vm_gone(bed: &Bed, vm: i64) {
         );
     }
     for h in ["kvm1", "kvm2", FE] {
-        for ds in [101, 102] {
+        for ds in [101, 102, THIN_DS] {
             let d = bed.at(h, &format!("{DSL}/{ds}/{vm}"));
             assert!(!d.exists(), "{h}:{} left", d.path);
         }
@@ -784,22 +787,60 @@ fn rk_lifecycle() {
     deploy_poweroff_terminate(&Bed::on(Tier::Rk));
 }
 
+/// The same lifecycle with the VM on a thin system datastore (clones from the host's image
+/// cache, thin volumes for the rest); at the end the image copies are evicted and the thin
+/// drive, pool included, is deleted by the operator command.
+#[test]
+fn rk_thin_lifecycle() {
+    deploy_poweroff_terminate_on(&Bed::on(Tier::Rk), THIN_DS);
+}
+
 fn deploy_poweroff_terminate(bed: &Bed) {
-    let m = deployed(bed, 0, "kvm1", 101);
+    deploy_poweroff_terminate_on(bed, 101)
+}
+
+fn deploy_poweroff_terminate_on(bed: &Bed, ds: i64) {
+    let m = deployed(bed, 0, "kvm1", ds);
     // Poweroff calls no TM action; resume re-runs CONTEXT only.
     let ctx = bed.context_file(0);
     bed.ok(&format!(
-        "CONTEXT bsud {ctx} {} 0 101",
-        dk("kvm1", 101, 0, 4)
+        "CONTEXT bsud {ctx} {} 0 {ds}",
+        dk("kvm1", ds, 0, 4)
     ));
-    m.check(bed, "kvm1", 101, "after resume from poweroff");
-    bed.all(&terminate_lines(0, "kvm1", 101));
+    m.check(bed, "kvm1", ds, "after resume from poweroff");
+    bed.all(&terminate_lines(0, "kvm1", ds));
     assert_vm_gone(bed, 0);
     // Image 2 holds what the VM wrote on its persistent disk.
     let img = bed.lv("kvm1", 100, "img-one-2").read();
     assert!(img == m.disks[&0], "persistent disk saved into image 2");
     bed.remove_image(0);
     bed.remove_image(2);
+    if ds == THIN_DS {
+        let st = bed.storage();
+        st.evict_image_caches(0);
+        st.evict_image_caches(2);
+        let left: Vec<String> = bed.lvs("kvm1").into_iter().map(|l| l.1).collect();
+        assert_eq!(left, ["bsud-pool"], "only the thin pool is left");
+        let out = Command::new(env!("CARGO_BIN_EXE_one-bsud"))
+            .args([
+                "drive",
+                "delete",
+                "--host",
+                "kvm1",
+                "--ds",
+                &ds.to_string(),
+                "--force",
+            ])
+            .env_clear()
+            .envs(bed.env())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     assert_nothing_left(bed);
 }
 
@@ -2091,6 +2132,11 @@ guard: {}",
         lines.get(2).unwrap_or(&"?")
     );
     assert!(pool1 >= 1536 << 20, "pool grew: {pool0} → {pool1}");
+    assert_eq!(
+        lines.get(2),
+        Some(&"0"),
+        "the pool never ran out of space (dmesg out-of-data events)"
+    );
     assert!(bed.volumes().len() > bsus0, "the drive grew");
     gsh(&bed, "kvm1", &format!("blkdiscard {lv}"));
     let (_, used2) = pool_usage(&bed, "kvm1", THIN_DS);
@@ -2160,7 +2206,7 @@ fn rk_thin_snapshots_and_clones_outlive_their_origin() {
 }
 
 /// Benchmark (not run by default: `scripts/bench-rk-clone`): on the real-kernel tier, the
-/// thick `CLONE` of a sparse image of each size in `BENCH_RK_SIZES_GIB` (default `1,10`)
+/// thick (or with `BENCH_RK_THIN=1` thin, first and cached) `CLONE` of a sparse image of each size in `BENCH_RK_SIZES_GIB` (default `1,10`)
 /// holding 16 MiB of data at its start, kvm1's image drive → a VM disk on kvm1's system
 /// drive (growth of both drives included); prints one BENCH line per size.
 #[test]
@@ -2171,7 +2217,19 @@ fn rk_bench_clone_vs_image_size() {
         .split(',')
         .map(|s| s.trim().parse().unwrap())
         .collect();
+    // BENCH_RK_THIN=1: clones to the thin datastore (a first clone, then a cached one).
+    let thin = std::env::var_os("BENCH_RK_THIN").is_some();
     let bed = Bed::on(Tier::Rk);
+    // Room for a 100 GiB cached copy and its clone (the fill reserves the image's size).
+    bed.tb
+        .put_datastore(
+            &DatastoreSpec::system(THIN_DS)
+                .attr("BSUD_MIN_VOLUME_GIB", "1")
+                .attr("BSUD_HEADROOM_GIB", "0")
+                .attr("BSUD_THIN", "YES")
+                .attr("BSUD_MAX_SIZE_GIB", "1024"),
+        )
+        .unwrap();
     // A thick clone reads every byte of the image (~0.2 GB/s under TCG): 100 GiB needs more
     // than the testbed's 300 s transfer deadline.
     let text = std::fs::read_to_string(&bed.config).unwrap();
@@ -2212,6 +2270,44 @@ fn rk_bench_clone_vs_image_size() {
             )],
             history: vec![("kvm1".into(), 101)],
         });
+        if thin {
+            // The first clone fills kvm1's cache; the second is a thin snapshot of it.
+            let mut took = Vec::new();
+            for v in [vm, vm + 100] {
+                put_clone_vm(&bed, v, id, gib << 10, "kvm1", THIN_DS);
+                let t = std::time::Instant::now();
+                bed.ok(&format!(
+                    "CLONE bsud kvm1:vg-one-100/{lv} {} {v} 100",
+                    dk("kvm1", THIN_DS, v, 0)
+                ));
+                took.push(t.elapsed().as_secs_f64());
+            }
+            let disk = bed.at("kvm1", &disk_path(THIN_DS, vm + 100, 0)).quoted();
+            let head = gsh(&bed, "kvm1", &format!("head -c 16M {disk} | md5sum"));
+            let img = bed.lv("kvm1", 100, &lv).quoted();
+            assert_eq!(
+                head,
+                gsh(&bed, "kvm1", &format!("head -c 16M {img} | md5sum")),
+                "clone head"
+            );
+            println!(
+                "BENCH rk thin clone {gib} GiB image (16 MiB data): first (fills the cache) {:.1}s, cached {:.2}s",
+                took[0], took[1]
+            );
+            for v in [vm, vm + 100] {
+                bed.ok(&format!(
+                    "DELETE bsud {} {v} {THIN_DS}",
+                    dk("kvm1", THIN_DS, v, 0)
+                ));
+                bed.ok(&format!(
+                    "DELETE bsud {} {v} {THIN_DS}",
+                    dir("kvm1", THIN_DS, v)
+                ));
+            }
+            bed.remove_image(id);
+            bed.storage().evict_image_caches(id);
+            continue;
+        }
         let t = std::time::Instant::now();
         bed.ok(&format!(
             "CLONE bsud kvm1:vg-one-100/{lv} {} {vm} 100",
