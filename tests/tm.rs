@@ -208,6 +208,35 @@ impl Bed {
         assert_eq!(r.stdout, "", "{line}: TM actions print nothing");
     }
 
+    /// Raises the configuration's transfer deadline (copies of whole GiB under TCG).
+    fn transfer_deadline_secs(&self, secs: u64) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let longer = text.replace("transfer = 300", &format!("transfer = {secs}"));
+        assert_ne!(
+            text, longer,
+            "the testbed configuration names the transfer deadline"
+        );
+        std::fs::write(&self.config, longer).unwrap();
+    }
+
+    /// Runs `one-bsud <args>` as an operator would, which must succeed.
+    #[track_caller]
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        let out = Command::new(env!("CARGO_BIN_EXE_one-bsud"))
+            .args(args)
+            .env_clear()
+            .envs(self.env())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "one-bsud {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
     /// Runs every line.
     #[track_caller]
     fn all(&self, lines: &[String]) {
@@ -821,25 +850,15 @@ fn deploy_poweroff_terminate_on(bed: &Bed, ds: i64) {
         st.evict_image_caches(2);
         let left: Vec<String> = bed.lvs("kvm1").into_iter().map(|l| l.1).collect();
         assert_eq!(left, ["bsud-pool"], "only the thin pool is left");
-        let out = Command::new(env!("CARGO_BIN_EXE_one-bsud"))
-            .args([
-                "drive",
-                "delete",
-                "--host",
-                "kvm1",
-                "--ds",
-                &ds.to_string(),
-                "--force",
-            ])
-            .env_clear()
-            .envs(bed.env())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bed.cli(&[
+            "drive",
+            "delete",
+            "--host",
+            "kvm1",
+            "--ds",
+            &ds.to_string(),
+            "--force",
+        ]);
     }
     assert_nothing_left(bed);
 }
@@ -1879,18 +1898,18 @@ fn rk_kill_host_then_adopt() {
     drop(st);
     bed.tb.kill_guest("kvm1").unwrap();
     for ds in ["101", &THIN_DS.to_string()] {
-        let out = Command::new(env!("CARGO_BIN_EXE_one-bsud"))
-            .args(["drive", "adopt", "--ds", ds, "--from-host", "kvm1"])
-            .args(["--to-host", "kvm2", "--force-unlink", "--json"])
-            .env_clear()
-            .envs(bed.env())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "adopt {ds}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bed.cli(&[
+            "drive",
+            "adopt",
+            "--ds",
+            ds,
+            "--from-host",
+            "kvm1",
+            "--to-host",
+            "kvm2",
+            "--force-unlink",
+            "--json",
+        ]);
     }
     for (ds, name, data) in &want {
         let lv = bed.lv("kvm2", *ds, name);
@@ -1976,6 +1995,8 @@ fn rk_thin_clone_of_a_cached_image_is_instant() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1024);
     let bed = Bed::on(Tier::Rk);
+    // The first clone copies the GiB of data under TCG, maybe beside other guests (CI).
+    bed.transfer_deadline_secs(1800);
     let st = bed.storage();
     let d = st.drive_by_id("kvm1", 100).unwrap();
     st.allocate(
@@ -2112,6 +2133,10 @@ fn rk_thin_pool_grows_before_guest_writes_fail() {
     let wrote = t.elapsed().as_secs_f64();
     let _ = guard.kill();
     let g = guard.wait_with_output().unwrap();
+    let growths: Vec<String> = String::from_utf8_lossy(&g.stderr)
+        .lines()
+        .filter_map(|l| Some(l.split_once("thin pool grown in ")?.1.to_string()))
+        .collect();
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
         lines.first(),
@@ -2124,7 +2149,7 @@ guard: {}",
     let (pool1, used1) = pool_usage(&bed, "kvm1", THIN_DS);
     println!(
         "BENCH rk thin pool growth under a guest writer: 1.5 GiB in {wrote:.1}s, pool {} → {} MiB, \
-         {:.1} % used, {} BSU(s) added, out-of-data events: {}",
+         {:.1} % used, {} BSU(s) added, out-of-data events: {}, growths: {growths:?}",
         pool0 >> 20,
         pool1 >> 20,
         used1,
@@ -2138,6 +2163,24 @@ guard: {}",
         "the pool never ran out of space (dmesg out-of-data events)"
     );
     assert!(bed.volumes().len() > bsus0, "the drive grew");
+    assert!(!growths.is_empty(), "the guard logs each growth");
+    // The host probe reports what the pool holds, not its size.
+    let probe = gsh(&bed, "kvm1", "/opt/bsud/one-bsud probe ds");
+    let line = probe
+        .lines()
+        .find(|l| l.contains(&format!("ID = {THIN_DS},")))
+        .unwrap_or_else(|| panic!("probe: {probe}"));
+    let used_mb: u64 = line
+        .split("USED_MB = ")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(
+        (1536..(pool1 >> 20) - 512).contains(&used_mb),
+        "probe USED_MB {used_mb} (pool {} MiB): {line}",
+        pool1 >> 20
+    );
     gsh(&bed, "kvm1", &format!("blkdiscard {lv}"));
     let (_, used2) = pool_usage(&bed, "kvm1", THIN_DS);
     assert!(
@@ -2159,6 +2202,16 @@ fn rk_thin_snapshots_and_clones_outlive_their_origin() {
             dk("kvm1", THIN_DS, vm, 0)
         ));
     }
+    // Past BSUD_OVERCOMMIT (2 × 64 GiB): refused before anything is made.
+    let st = bed.storage();
+    let d = st.drive_by_id("kvm1", THIN_DS).unwrap();
+    let e = st
+        .allocate_thin(&d, "lv-one-63-0", 200 << 30, &["one.vm=63"], None, 0)
+        .unwrap_err();
+    assert_eq!(bsud::error::exit_code(&e), 6, "{e:#}");
+    assert!(format!("{e:#}").contains("BSUD_OVERCOMMIT"), "{e:#}");
+    assert!(bed.vm_lvs("kvm1", 63).is_empty());
+    drop(st);
     let mut want = image.clone();
     want.resize(32 * MIB, 0);
     let disk61 = bed.at("kvm1", &disk_path(THIN_DS, 61, 0));
@@ -2232,13 +2285,7 @@ fn rk_bench_clone_vs_image_size() {
         .unwrap();
     // A thick clone reads every byte of the image (~0.2 GB/s under TCG): 100 GiB needs more
     // than the testbed's 300 s transfer deadline.
-    let text = std::fs::read_to_string(&bed.config).unwrap();
-    let longer = text.replace("transfer = 300", "transfer = 7200");
-    assert_ne!(
-        text, longer,
-        "the testbed configuration names the transfer deadline"
-    );
-    std::fs::write(&bed.config, longer).unwrap();
+    bed.transfer_deadline_secs(7200);
     for (i, gib) in sizes.iter().enumerate() {
         let id = 20 + i as i64;
         let vm = 30 + i as i64;

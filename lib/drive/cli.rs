@@ -359,7 +359,15 @@ pub fn run_drive(ctx: &Ctx, cmd: DriveCmd) -> anyhow::Result<ActionOutput> {
             let until = std::time::Instant::now() + std::time::Duration::from_secs(for_secs);
             let mut grown = Vec::new();
             loop {
+                let t = std::time::Instant::now();
                 if let Some(st) = storage.guard_pool(&d)? {
+                    // Said as it happens: a guard usually runs until it is stopped.
+                    tracing::info!(
+                        "drive {}: thin pool grown in {:.1} s to {} MiB",
+                        d.name(),
+                        t.elapsed().as_secs_f64(),
+                        st.data_bytes >> 20
+                    );
                     grown.push(st);
                 }
                 if every_secs == 0 || std::time::Instant::now() >= until {

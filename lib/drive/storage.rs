@@ -80,16 +80,15 @@ impl<'a> Storage<'a> {
         bytes: u64,
         tags: &[&str],
     ) -> anyhow::Result<LvCreated> {
+        if d.settings.thin {
+            return self.allocate_thin(d, lv, bytes, tags, None, bytes);
+        }
         let vg: VgName = d.vg().parse()?;
         let name: LvName = lv.parse()?;
         let tags: Vec<Tag> = tags
             .iter()
             .map(|t| t.parse())
             .collect::<anyhow::Result<_>>()?;
-        if d.settings.thin {
-            let tags: Vec<&str> = tags.iter().map(Tag::as_str).collect();
-            return self.allocate_thin(d, lv, bytes, &tags, None, bytes);
-        }
         // An LV that already exists needs no space: idempotent reruns must not grow the drive.
         if let Some(existing) = self.existing(d, lv)? {
             if existing >= bytes {
@@ -184,6 +183,17 @@ impl<'a> Storage<'a> {
         };
         if !plan.create && !fits(&plan, r.vg.free) {
             for victim in unused_caches(&lvs) {
+                // A clone of that image is filling or snapshotting it right now: not a victim.
+                let Some(_busy) = cache_image_id(&victim).and_then(|image| {
+                    crate::lock::FileLock::acquire(
+                        &self.ctx.config.lock_dir,
+                        &cache_lock_name(&d.host, d.ds, image),
+                        std::time::Duration::ZERO,
+                    )
+                    .ok()
+                }) else {
+                    continue;
+                };
                 tracing::info!(
                     "drive {}: evicting unused cached image {victim} before growing",
                     d.name()
@@ -345,6 +355,20 @@ impl<'a> Storage<'a> {
     }
 }
 
+/// The frontend lock a clone holds on host `host`'s cached copy of `image` (drive of `ds`)
+/// while it fills or snapshots it; eviction skips a copy whose lock is taken.
+pub fn cache_lock_name(host: &str, ds: i64, image: i64) -> String {
+    format!("cache-{host}-{ds}-{image}")
+}
+
+/// The image id of a cached copy `img-one-<id>-cache`.
+fn cache_image_id(lv: &str) -> Option<i64> {
+    lv.strip_prefix("img-one-")?
+        .strip_suffix("-cache")?
+        .parse()
+        .ok()
+}
+
 /// Cached images no LV is a snapshot of, least recently cloned first.
 fn unused_caches(lvs: &[Lv]) -> Vec<String> {
     let prefix = format!("{TAG_USED}=");
@@ -402,5 +426,7 @@ mod tests {
             lv("lv-one-9-1", &["one.vm=9"], None),
         ];
         assert_eq!(unused_caches(&lvs), ["img-one-2-cache", "img-one-1-cache"]);
+        assert_eq!(cache_image_id("img-one-2-cache"), Some(2));
+        assert_eq!(cache_image_id("img-one-2"), None);
     }
 }

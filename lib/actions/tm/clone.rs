@@ -13,8 +13,9 @@
 //!   id has another uuid, and every in-place write of an image LV (mvds, DS snap_revert and
 //!   snap_flatten) bumps its `one.bsud.gen` first; a stale copy is removed, and the disks
 //!   already cloned from it keep their blocks (thin snapshots outlive their origin);
-//! - one fill per (host, datastore, image) at a time (a frontend lock), so 15 concurrent
-//!   clones copy the image once;
+//! - one fill per (host, datastore, image) at a time (a frontend lock, held through the
+//!   snapshot too), so 15 concurrent clones copy the image once, and the drive never evicts a
+//!   copy a clone is using (eviction skips a copy whose lock is taken);
 //! - the cache carries no `one.vm` tag: no VM action removes it; the drive evicts unused
 //!   copies (no snapshot of them left), least recently cloned first, before adding a BSU, and
 //!   DS `rm` of the image removes them from every drive that holds one.
@@ -24,7 +25,7 @@ use super::disk::{
 };
 use super::Tm;
 use crate::drive::naming::{parse_source, Source};
-use crate::drive::storage::{TAG_CACHE, TAG_GENERATION, TAG_USED};
+use crate::drive::storage::{cache_lock_name, TAG_CACHE, TAG_GENERATION, TAG_USED};
 use crate::error::{fail, ErrorKind};
 use crate::lock::FileLock;
 use crate::lvm::Lv;
@@ -168,12 +169,13 @@ impl Tm<'_> {
         let cache = cache_lv(disk, image);
         let key_tag = tag(TAG_CACHE, content_key(src));
         let current = |l: &Lv| l.has_tag(&key_tag) && is_ready(l);
+        // Held through the fill and the snapshot: the drive never evicts a copy in use.
+        let _using = FileLock::acquire(
+            &self.ctx.config.lock_dir,
+            &cache_lock_name(&disk.host, disk.ds, image),
+            self.ctx.config.timeouts.lock,
+        )?;
         if !cached.as_ref().is_some_and(current) {
-            let _fill = FileLock::acquire(
-                &self.ctx.config.lock_dir,
-                &format!("cache-{}-{}-{image}", disk.host, disk.ds),
-                self.ctx.config.timeouts.lock,
-            )?;
             // Another clone may have filled it while we waited for the lock.
             cached = self.lv_info(&cache)?;
             if !cached.as_ref().is_some_and(current) {

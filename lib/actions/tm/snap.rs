@@ -32,6 +32,23 @@ pub(super) trait SnapshotStore {
     fn delete(&self, disk: &DiskLv, snap: u32, vm: i64) -> anyhow::Result<()>;
 }
 
+/// Snapshot `snap`'s LV and the disk as LVM reports it, or None when an earlier run already
+/// took it (ids are never reused: a ready one is this very snapshot).
+fn snapshot_to_take(
+    tm: &Tm<'_>,
+    disk: &DiskLv,
+    snap: u32,
+) -> anyhow::Result<Option<(DiskLv, crate::lvm::Lv)>> {
+    let to = disk.snapshot(snap);
+    if tm.lv_info(&to)?.is_some_and(|l| super::disk::is_ready(&l)) {
+        return Ok(None);
+    }
+    let src = tm
+        .lv_info(disk)?
+        .ok_or_else(|| fail(ErrorKind::Failed, format!("LV {disk} does not exist")))?;
+    Ok(Some((to, src)))
+}
+
 /// Snapshots as full copies on the same drive.
 pub(super) struct ThickCopies<'a, 'b>(pub &'a Tm<'b>);
 
@@ -44,14 +61,9 @@ impl SnapshotStore for ThickCopies<'_, '_> {
         pause: Option<&str>,
     ) -> anyhow::Result<()> {
         let tm = self.0;
-        let to = disk.snapshot(snap);
-        // Ids are never reused: a ready one is this very snapshot, taken by an earlier run.
-        if tm.lv_info(&to)?.is_some_and(|l| super::disk::is_ready(&l)) {
+        let Some((to, src)) = snapshot_to_take(tm, disk, snap)? else {
             return Ok(());
-        }
-        let src = tm
-            .lv_info(disk)?
-            .ok_or_else(|| fail(ErrorKind::Failed, format!("LV {disk} does not exist")))?;
+        };
         let tags = carried_tags(&src, &[tag(TAG_SNAPSHOT, snap)]);
         match pause {
             Some(domain) => tm.with_domain_paused(&disk.host, domain, || {
@@ -98,13 +110,9 @@ impl SnapshotStore for ThinSnapshots<'_, '_> {
         pause: Option<&str>,
     ) -> anyhow::Result<()> {
         let tm = self.0;
-        let to = disk.snapshot(snap);
-        if tm.lv_info(&to)?.is_some_and(|l| super::disk::is_ready(&l)) {
+        let Some((to, src)) = snapshot_to_take(tm, disk, snap)? else {
             return Ok(());
-        }
-        let src = tm
-            .lv_info(disk)?
-            .ok_or_else(|| fail(ErrorKind::Failed, format!("LV {disk} does not exist")))?;
+        };
         // Complete the moment it exists: the ready mark goes on with the snapshot.
         let mut tags = carried_tags(&src, &[tag(TAG_SNAPSHOT, snap)]);
         tags.push(super::disk::TAG_READY.to_string());
