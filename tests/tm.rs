@@ -1965,6 +1965,16 @@ fn pool_usage(bed: &Bed, host: &str, ds: i64) -> (u64, f64) {
     (f[0].parse().unwrap(), f[1].parse().unwrap())
 }
 
+/// The epilog of a VM with one disk on `host`/`ds`: DELETE of disk 0 (oned gives `disk_ds`,
+/// the datastore of the disk's image, or the system datastore), then of the VM directory.
+fn delete_one_disk_vm(bed: &Bed, host: &str, ds: i64, vm: i64, disk_ds: i64) {
+    bed.ok(&format!(
+        "DELETE bsud {} {vm} {disk_ds}",
+        dk(host, ds, vm, 0)
+    ));
+    bed.ok(&format!("DELETE bsud {} {vm} {ds}", dir(host, ds, vm)));
+}
+
 /// A VM whose disk 0 is a non-persistent clone of image `image` (on kvm1's image drive).
 fn put_clone_vm(bed: &Bed, vm: i64, image: i64, size_mb: u64, host: &str, ds: i64) {
     bed.put_vm(&VmSpec {
@@ -2067,14 +2077,7 @@ fn rk_thin_clone_of_a_cached_image_is_instant() {
         took[0]
     );
     assert!(used_before > 0.0);
-    bed.ok(&format!(
-        "DELETE bsud {} 41 {THIN_DS}",
-        dk("kvm1", THIN_DS, 41, 0)
-    ));
-    bed.ok(&format!(
-        "DELETE bsud {} 41 {THIN_DS}",
-        dir("kvm1", THIN_DS, 41)
-    ));
+    delete_one_disk_vm(&bed, "kvm1", THIN_DS, 41, THIN_DS);
     bed.remove_image(40);
     bed.storage().evict_image_caches(40);
     let lvs: Vec<String> = bed.lvs("kvm1").into_iter().map(|l| l.1).collect();
@@ -2240,14 +2243,7 @@ fn rk_thin_snapshots_and_clones_outlive_their_origin() {
     bed.ok(&tl("SNAP_REVERT", dk("kvm1", THIN_DS, 61, 0), "0 61 100"));
     assert!(disk61.read() == at_snap);
     bed.ok(&tl("SNAP_DELETE", dk("kvm1", THIN_DS, 61, 0), "0 61 100"));
-    bed.ok(&format!(
-        "DELETE bsud {} 61 {THIN_DS}",
-        dk("kvm1", THIN_DS, 61, 0)
-    ));
-    bed.ok(&format!(
-        "DELETE bsud {} 61 {THIN_DS}",
-        dir("kvm1", THIN_DS, 61)
-    ));
+    delete_one_disk_vm(&bed, "kvm1", THIN_DS, 61, THIN_DS);
     assert!(bed.vm_lvs("kvm1", 61).is_empty());
     bed.remove_image(60);
     bed.storage().evict_image_caches(60);
@@ -2342,14 +2338,7 @@ fn rk_bench_clone_vs_image_size() {
                 took[0], took[1]
             );
             for v in [vm, vm + 100] {
-                bed.ok(&format!(
-                    "DELETE bsud {} {v} {THIN_DS}",
-                    dk("kvm1", THIN_DS, v, 0)
-                ));
-                bed.ok(&format!(
-                    "DELETE bsud {} {v} {THIN_DS}",
-                    dir("kvm1", THIN_DS, v)
-                ));
+                delete_one_disk_vm(&bed, "kvm1", THIN_DS, v, THIN_DS);
             }
             bed.remove_image(id);
             bed.storage().evict_image_caches(id);
@@ -2386,8 +2375,7 @@ fn rk_bench_clone_vs_image_size() {
         println!(
             "BENCH rk thick clone {gib} GiB image (16 MiB data): {clone:.1}s (image allocate {alloc:.1}s)"
         );
-        bed.ok(&format!("DELETE bsud {} {vm} 100", dk("kvm1", 101, vm, 0)));
-        bed.ok(&format!("DELETE bsud {} {vm} 101", dir("kvm1", 101, vm)));
+        delete_one_disk_vm(&bed, "kvm1", 101, vm, 100);
         bed.remove_image(id);
     }
 }

@@ -85,10 +85,7 @@ impl<'a> Storage<'a> {
         }
         let vg: VgName = d.vg().parse()?;
         let name: LvName = lv.parse()?;
-        let tags: Vec<Tag> = tags
-            .iter()
-            .map(|t| t.parse())
-            .collect::<anyhow::Result<_>>()?;
+        let tags = Tag::parse_all(tags)?;
         // An LV that already exists needs no space: idempotent reruns must not grow the drive.
         if let Some(existing) = self.existing(d, lv)? {
             if existing >= bytes {
@@ -123,10 +120,7 @@ impl<'a> Storage<'a> {
     ) -> anyhow::Result<LvCreated> {
         let vg: VgName = d.vg().parse()?;
         let name: LvName = lv.parse()?;
-        let tags: Vec<Tag> = tags
-            .iter()
-            .map(|t| t.parse())
-            .collect::<anyhow::Result<_>>()?;
+        let tags = Tag::parse_all(tags)?;
         let kind = match origin {
             Some(o) => LvKind::Snapshot { origin: o.parse()? },
             None => LvKind::Thin {
@@ -177,7 +171,7 @@ impl<'a> Storage<'a> {
         if !plan.changes(pool_of(&lvs).as_ref()) {
             return Ok(None);
         }
-        let mut r = engine.reconcile(d)?;
+        let r = engine.reconcile(d)?;
         let fits = |plan: &thin::PoolPlan, free: u64| {
             plan.vg_bytes + d.settings.headroom_gib * super::policy::GIB <= free
         };
@@ -209,8 +203,7 @@ impl<'a> Storage<'a> {
                 }
             }
         }
-        r = engine.ensure_space_locked(d, r, plan.vg_bytes)?;
-        drop(r);
+        engine.ensure_space_locked(d, r, plan.vg_bytes)?;
         let status = self.hosts.pool_ensure(
             &d.host,
             &PoolEnsureReq {
@@ -237,18 +230,22 @@ impl<'a> Storage<'a> {
     pub fn extend(&self, d: &DriveRef, lv: &str, bytes: u64) -> anyhow::Result<LvExtended> {
         let vg: VgName = d.vg().parse()?;
         let name: LvName = lv.parse()?;
-        let current = self.existing(d, lv)?.unwrap_or(0);
-        if d.settings.thin && current > 0 {
+        if d.settings.thin {
             // A thin volume grows in name only: check the overcommit, keep the pool ahead.
             let engine = self.engine()?;
             let _lock = engine.lock(d)?;
             let lvs = self.hosts.lv_list(&d.host, &vg, &[])?.lvs;
-            if lvs.iter().any(|l| l.name == lv && l.is_thin()) {
+            let thin_size = lvs
+                .iter()
+                .find(|l| l.name == lv && l.is_thin())
+                .map(|l| l.size);
+            if let Some(current) = thin_size {
                 thin::check_overcommit(&d.settings, &lvs, bytes.saturating_sub(current))?;
                 self.ensure_pool_locked(&engine, d, lvs, 0)?;
                 return self.hosts.lv_extend(&d.host, &vg, &name, bytes);
             }
         }
+        let current = self.existing(d, lv)?.unwrap_or(0);
         self.engine()?
             .with_space(d, bytes.saturating_sub(current), |_| {
                 self.hosts.lv_extend(&d.host, &vg, &name, bytes)

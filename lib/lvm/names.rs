@@ -126,6 +126,13 @@ impl FromStr for LvName {
     }
 }
 
+impl Tag {
+    /// Every tag of `tags`, or the first one that is not valid.
+    pub fn parse_all<S: AsRef<str>>(tags: &[S]) -> anyhow::Result<Vec<Tag>> {
+        tags.iter().map(|t| t.as_ref().parse()).collect()
+    }
+}
+
 impl FromStr for Tag {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> anyhow::Result<Self> {

@@ -332,10 +332,7 @@ impl Tm<'_> {
 
     /// Adds tags to one of our LVs.
     pub(super) fn add_tags(&self, lv: &DiskLv, tags: &[&str]) -> anyhow::Result<()> {
-        let add: Vec<Tag> = tags
-            .iter()
-            .map(|t| t.parse())
-            .collect::<anyhow::Result<_>>()?;
+        let add = Tag::parse_all(tags)?;
         self.hosts()
             .lv_tag(&lv.host, &lv.vg().parse()?, &lv.lv.parse()?, &add, &[])?;
         Ok(())
